@@ -1,0 +1,168 @@
+"""workerpool: a forking worker pool that runs jobs from a PostgreSQL table.
+
+from workerpool import task, enqueue
+
+@task(name="send_mail", max_attempts=3)
+def send_mail(to: str, subject: str) -> None: ...
+
+enqueue("send_mail", {"to": "a@example.com", "subject": "hi"})
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import psycopg
+
+__version__ = "0.1.0"
+
+from workerpool.tasks import (  # noqa: E402
+    REGISTRY,
+    JobContext,
+    JobTimeout,
+    NonRetryableError,
+    current_job,
+    task,
+)
+
+__all__ = [
+    "task",
+    "enqueue",
+    "enqueue_many",
+    "current_job",
+    "JobContext",
+    "JobTimeout",
+    "NonRetryableError",
+    "PayloadError",
+]
+
+_connection: tuple[int, psycopg.Connection] | None = None
+
+
+class PayloadError(ValueError):
+    """A job cannot be enqueued as given (not JSON, too large, bad run_at)."""
+
+
+def _own_connection() -> psycopg.Connection:
+    """A connection for callers that pass none; one per process, never across a fork."""
+    global _connection
+    from workerpool.config import load_config
+    from workerpool.db import connect
+
+    if _connection is None or _connection[0] != os.getpid() or _connection[1].closed:
+        config = load_config()
+        _connection = (os.getpid(), connect(config.dsn, application_name="workerpool-enqueue"))
+    return _connection[1]
+
+
+def _schema() -> str:
+    return os.environ.get("WORKERPOOL_SCHEMA", "").strip() or "workerpool"
+
+
+def _max_payload() -> int:
+    return int(os.environ.get("WORKERPOOL_MAX_PAYLOAD_BYTES", "").strip() or 1_048_576)
+
+
+def _default_max_attempts() -> int:
+    return int(os.environ.get("WORKERPOOL_MAX_ATTEMPTS", "").strip() or 5)
+
+
+def new_job(
+    name: str,
+    payload: Any,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: dt.datetime | dt.timedelta | float | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+) -> Any:
+    """Validate one job and fill its defaults from the task's registration."""
+    import orjson
+
+    from workerpool.queue import NewJob
+
+    registered = REGISTRY.get(name)
+    try:
+        size = len(orjson.dumps(payload))
+    except TypeError as exc:
+        raise PayloadError(f"payload for {name!r} is not JSON-serializable: {exc}") from None
+    if size > _max_payload():
+        raise PayloadError(f"payload for {name!r} is {size} bytes, over WORKERPOOL_MAX_PAYLOAD_BYTES={_max_payload()}")
+    if isinstance(run_at, (int, float)):
+        run_at = dt.timedelta(seconds=run_at)
+    if isinstance(run_at, dt.timedelta):
+        run_at = dt.datetime.now(dt.UTC) + run_at
+    if run_at is not None and run_at.tzinfo is None:
+        raise PayloadError("run_at must be timezone-aware (a naive datetime is ambiguous)")
+    return NewJob(
+        task=name,
+        payload=payload,
+        queue=queue or (registered.queue if registered else "default"),
+        priority=priority if priority is not None else (registered.priority if registered else 0),
+        run_at=run_at,
+        max_attempts=max_attempts
+        or (registered.max_attempts if registered and registered.max_attempts else None)
+        or _default_max_attempts(),
+        timeout=timeout or (registered.timeout if registered else None),
+    )
+
+
+def enqueue(
+    name: str,
+    payload: Any = None,
+    *,
+    queue: str | None = None,
+    priority: int | None = None,
+    run_at: dt.datetime | dt.timedelta | float | None = None,
+    max_attempts: int | None = None,
+    timeout: float | None = None,
+    conn: psycopg.Connection | None = None,
+) -> int:
+    """Add one job and return its id.
+
+    Given `conn`, the job joins that connection's open transaction: it exists only if the
+    caller commits. Without it, the job is committed at once.
+    """
+    from workerpool.queue import Queue
+
+    job = new_job(
+        name,
+        {} if payload is None else payload,
+        queue=queue,
+        priority=priority,
+        run_at=run_at,
+        max_attempts=max_attempts,
+        timeout=timeout,
+    )
+    return Queue(conn or _own_connection(), _schema()).enqueue(job)
+
+
+def enqueue_many(
+    jobs: Iterable[tuple[str, Any] | dict[str, Any]],
+    *,
+    conn: psycopg.Connection | None = None,
+) -> list[int]:
+    """Add many jobs in one COPY and return their ids, in order.
+
+    Each job is `(name, payload)` or a dict of `enqueue`'s arguments (`name`, `payload`,
+    `queue`, ...). All or none are added.
+    """
+    from workerpool.queue import Queue
+
+    built = []
+    for item in jobs:
+        if isinstance(item, dict):
+            args = dict(item)
+            built.append(new_job(args.pop("name"), args.pop("payload", {}), **args))
+        else:
+            built.append(new_job(item[0], item[1]))
+    connection = conn or _own_connection()
+    queue = Queue(connection, _schema())
+    if conn is not None:
+        return queue.enqueue_many(built)
+    with connection.transaction():
+        return queue.enqueue_many(built)
