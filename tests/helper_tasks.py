@@ -82,3 +82,16 @@ class _Unprintable(Exception):
 @task(name="bad_exception")
 def bad_exception() -> None:
     raise _Unprintable()
+
+
+_hoard: list[bytearray] = []
+
+
+@task(name="hog")
+def hog(mb: float, seconds: float) -> None:
+    """Allocate `mb` MiB (touched), then hold it while sleeping: a job that blows up mid-run."""
+    block = bytearray(int(mb * 1024 * 1024))
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    _hoard.append(block)
+    time.sleep(seconds)

@@ -100,7 +100,7 @@ def test_bad_configuration_exits_78_naming_every_bad_variable(env):
     }
     result = cli(bad, "run", timeout=10)
     assert result.returncode == 78
-    err = result.stderr.decode()
+    err = result.stdout.decode()
     for name in ("WORKERPOOL_CHILDREN", "WORKERPOOL_POLL_INTERVAL", "WORKERPOOL_LOG_LEVEL", "WORKERPOOL_SCHEMA"):
         assert name in err
     assert "'many'" in err

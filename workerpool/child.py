@@ -35,6 +35,7 @@ log = logging.getLogger("workerpool.child")
 EX_BOOT = 3  # the child could not start (task import failed): the master must not loop
 HEARTBEAT_SECONDS = 1.0
 BATCH_SECONDS = 0.02  # a claim should hold about this much work, so no child hoards jobs
+FLUSH_SECONDS = 0.005  # finished outcomes wait at most this long to be written
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 _PR_SET_PDEATHSIG = 1
 _REQUEST_CODES = {"memory": 1, "max_jobs": 2, "max_age": 3}
@@ -197,10 +198,17 @@ class Child:
 
     def run_batch(self, jobs: list[Job]) -> None:
         results: list[Result] = []
+        flushed_at = time.monotonic()
         for index, job in enumerate(jobs):
             if self.stopping or self.board.get("request"):
                 self.give_back(results, jobs[index:])
                 return
+            # Finished outcomes are written within FLUSH_SECONDS, and before a retry (which may
+            # be a job that crashed its child): a crash re-runs only the jobs of that window.
+            if results and (job.attempt > 1 or time.monotonic() - flushed_at > FLUSH_SECONDS):
+                self.record(results, still_held=jobs[index:])
+                results = []
+                flushed_at = time.monotonic()
             results.append(self.execute(job))
             self.after_job()
         self.record(results)
@@ -277,7 +285,7 @@ class Child:
         self.with_retry(lambda q: q.give_back(self.token, [job.id for job in unstarted]))
         self.board.hold([])
 
-    def record(self, results: list[Result]) -> None:
+    def record(self, results: list[Result], still_held: list[Job] | None = None) -> None:
         if results:
             written = self.with_retry(
                 lambda q: q.complete(self.token, results, self.config.retry_backoff, self.config.retry_backoff_max)
@@ -287,7 +295,7 @@ class Child:
                     "lost the lease on some jobs before recording them; another worker re-ran them",
                     extra={"lost": len(results) - written},
                 )
-        self.board.hold([])
+        self.board.hold([job.id for job in still_held or []])
         self.send_stats()
 
     def with_retry(self, action: Any) -> Any:

@@ -36,10 +36,24 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def get_config() -> Config:
+def get_config(as_log: bool = False) -> Config:
+    """The configuration, or exit 78 listing every problem.
+
+    `run` reports it as one JSON log line, like everything else the pool prints.
+    """
     try:
         return load_config()
     except ConfigError as exc:
+        if as_log:
+            line = {
+                "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
+                "level": "critical",
+                "msg": "configuration error: " + "; ".join(exc.problems),
+                "pid": os.getpid(),
+                "problems": exc.problems,
+            }
+            click.echo(orjson.dumps(line).decode())
+            sys.exit(EX_CONFIG)
         lines = "\n".join(f"  - {p}" for p in exc.problems)
         fail(f"configuration error ({len(exc.problems)} problem(s)):\n{lines}", EX_CONFIG)
 
@@ -238,7 +252,7 @@ def run_cmd() -> None:
     from workerpool.logs import setup_logging
     from workerpool.master import Master
 
-    config = get_config()
+    config = get_config(as_log=True)
     setup_logging(config.log_level, config.log_format)
     import logging
 

@@ -292,6 +292,7 @@ class Master:
         if proc.retiring:
             return
         proc.retiring = reason
+        self.next_status = 0  # publish the change now, not at the next second
         if self.slots.get(proc.slot) == proc.pid:
             del self.slots[proc.slot]
         if reason in self.stats.recycles:
@@ -319,6 +320,7 @@ class Master:
             return
         proc.kill_reason = error
         proc.kill_at = time.monotonic() + KILL_GRACE
+        self.next_status = 0
         self.stats.recycles[reason] += 1
         log.warning(error, extra={"child_slot": proc.slot, "child_pid": proc.pid, "reason": reason})
         if self.slots.get(proc.slot) == proc.pid:
@@ -350,6 +352,7 @@ class Master:
                 self.reaped(proc, wait_status)
 
     def reaped(self, proc: ChildProc, wait_status: int) -> None:
+        self.next_status = 0
         snap = proc.board.read()
         proc.board.close()
         if self.slots.get(proc.slot) == proc.pid:
