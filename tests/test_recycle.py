@@ -13,7 +13,7 @@ def test_soft_memory_limit_recycles_after_the_job_and_loses_nothing(env, sql, po
     ids = enqueue(env, "allocate", [{"mb": 30} for _ in range(20)])
     pool.start(WORKERPOOL_MAX_MEMORY_MB="80")
     wait_until(lambda: finished(sql, ids), 120, what="20 allocate jobs")
-    doc = wait_until(lambda: (d := pool.status()) and d["recycles"]["memory"] >= 4 and d, 10)
+    wait_until(lambda: (d := pool.status()) and d["recycles"]["memory"] >= 4 and d, 10)
     assert pool.stop() == 0
     rows = job_rows(sql, ids)
     assert {r["status"] for r in rows.values()} == {"succeeded"}
