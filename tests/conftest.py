@@ -247,3 +247,29 @@ def executions(sql: Callable[..., list[tuple[Any, ...]]]) -> dict[int, list[tupl
     for job_id, pid, attempt in sql("SELECT job_id, pid, attempt FROM executions ORDER BY started_at"):
         out.setdefault(job_id, []).append((pid, attempt))
     return out
+
+
+@pytest.fixture
+def private_pg() -> Iterator[Any]:
+    """A private PostgreSQL server (see pgserver.py) that a test may stop and restart."""
+    from pgserver import PrivatePostgres
+
+    server = PrivatePostgres()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def outage_env(private_pg: Any, tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """`env`, but on a migrated database of the private server."""
+    dsn = private_pg.create_database("wp_outage")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        migrate(conn, "workerpool")
+        conn.execute(
+            "CREATE TABLE executions (job_id bigint, pid int, attempt int,"
+            " started_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
+    return {**env, "WORKERPOOL_DSN": dsn}
