@@ -221,11 +221,13 @@ class Master:
     def handle_ttin(self) -> None:
         if not self.stopping and self.target < 256:
             self.target += 1
+            self.next_status = 0
             log.info("one child more (TTIN)", extra={"children": self.target})
 
     def handle_ttou(self) -> None:
         if not self.stopping and self.target > 1:
             self.target -= 1
+            self.next_status = 0
             log.info("one child fewer (TTOU)", extra={"children": self.target})
 
     def handle_usr1(self) -> None:
