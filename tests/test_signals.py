@@ -45,7 +45,7 @@ def test_ttin_ttou_converge_and_stay_in_bounds(pool):
     wait_until(lambda: len(pool.child_pids()) == target, 30, what=f"{target} child processes")
     for _ in range(target + 2):
         pool.signal(signal.SIGTTOU)
-        wait_until(lambda: (d := pool.status()) and d["desired_children"] in (1, target - 1), 10)
+        wait_until(lambda t=target: (d := pool.status()) and d["desired_children"] in (1, t - 1), 10)
         target = max(target - 1, 1)
     pool.wait_children(1, timeout=60)
     assert pool.status()["desired_children"] == 1
