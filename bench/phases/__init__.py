@@ -1,0 +1,1 @@
+"""The measurements: each takes one system through one fresh database."""
