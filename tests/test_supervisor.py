@@ -1,0 +1,310 @@
+"""The shipped supervisord.conf under a real supervisord: what operators do with supervisorctl.
+
+Each test runs its own supervisord on the repository's supervisord.conf, with every location
+pointing into tmp_path, and drives it with supervisorctl as an operator would. Every process
+it starts carries a marker in its environment, so the teardown can prove that nothing of
+the test (supervisord, master, child, gunicorn) outlives `supervisorctl shutdown`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from configparser import RawConfigParser
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+import pytest
+from conftest import BIN, ROOT, enqueue, executions, job_rows, wait_until
+
+CONF = ROOT / "supervisord.conf"
+HEALTH_CONF = ROOT / "health_app" / "gunicorn.conf.py"
+MARKER = "WORKERPOOL_TEST_SUPERVISOR"
+MASTER = "workerpool"  # the master's program name, also the group's
+HEALTH = "workerpool:health_app"
+
+
+def read_conf() -> RawConfigParser:
+    parser = RawConfigParser()
+    parser.read(CONF)
+    return parser
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def marked_processes(marker: str) -> list[psutil.Process]:
+    """Live processes whose environment carries `marker`: everything a test started."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER) == marker and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def group_members(pgid: int) -> list[int]:
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            continue
+    return members
+
+
+class Supervisor:
+    """One supervisord on the shipped configuration, its files under `root`."""
+
+    def __init__(self, env: dict[str, str], root: Path) -> None:
+        self.marker = uuid.uuid4().hex
+        self.run_dir = root / "run"
+        self.log_dir = root / "log"
+        self.health_bind = f"127.0.0.1:{free_port()}"
+        self.env = {
+            **env,
+            "WORKERPOOL_RUNTIME_DIR": str(self.run_dir),
+            "WORKERPOOL_LOG_DIR": str(self.log_dir),
+            "WORKERPOOL_BIN_DIR": str(BIN),
+            "WORKERPOOL_HEALTH_CONF": str(HEALTH_CONF),
+            "WORKERPOOL_HEALTH_BIND": self.health_bind,
+            MARKER: self.marker,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, command: list[str] | None = None, **overrides: str) -> Supervisor:
+        """Start supervisord in the foreground (or `command`, e.g. the unit's ExecStart)."""
+        self.env.update(overrides)
+        for d in (self.run_dir, self.log_dir):
+            d.mkdir(mode=0o700, exist_ok=True)
+        with open(self.log_dir / "supervisord.out", "ab") as out:
+            self.proc = subprocess.Popen(
+                command or [str(BIN / "supervisord"), "-n", "-c", str(CONF)],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def ctl(self, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(CONF), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def status(self) -> dict[str, tuple[str, str]]:
+        """`supervisorctl status`: name -> (state, description)."""
+        out = self.ctl("status").stdout
+        rows = (re.match(r"^(\S+)\s+([A-Z]+)\s*(.*)$", line) for line in out.splitlines())
+        return {m[1]: (m[2], m[3]) for m in rows if m}
+
+    def state(self, name: str) -> str | None:
+        return self.status().get(name, (None, ""))[0]
+
+    def wait_state(self, name: str, state: str, timeout: float = 60) -> None:
+        wait_until(lambda: self.state(name) == state, timeout, 0.25, f"{name} {state}")
+
+    def wait_running(self) -> int:
+        """Both programs RUNNING; the master's pid."""
+        self.wait_state(MASTER, "RUNNING")
+        self.wait_state(HEALTH, "RUNNING")
+        return self.master_pid()
+
+    def master_pid(self) -> int:
+        state, description = self.status()[MASTER]
+        assert state == "RUNNING", (state, description)
+        return int(re.match(r"pid (\d+),", description)[1])  # type: ignore[index]
+
+    def children(self, master_pid: int) -> set[int]:
+        try:
+            return {c.pid for c in psutil.Process(master_pid).children() if c.status() != psutil.STATUS_ZOMBIE}
+        except psutil.NoSuchProcess:
+            return set()
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            with urllib.request.urlopen(f"http://{self.health_bind}/health", timeout=5) as response:
+                return response.status, orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+
+    def pool_log(self) -> list[dict[str, Any]]:
+        lines = (self.log_dir / "workerpool.log").read_bytes().splitlines()
+        return [orjson.loads(line) for line in lines if line.startswith(b"{")]
+
+    def supervisord_log(self) -> str:
+        return (self.log_dir / "supervisord.log").read_text()
+
+    def processes(self) -> list[psutil.Process]:
+        return marked_processes(self.marker)
+
+    def shutdown(self) -> None:
+        """`supervisorctl shutdown`; then nothing of this test may be left alive."""
+        assert self.proc is not None
+        result = self.ctl("shutdown")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert self.proc.wait(90) == 0
+        wait_until(lambda: not self.processes(), 30, 0.25, "every process of the test to exit")
+
+    def kill_leftovers(self) -> None:
+        """After a failed test: SIGKILL whatever is left, so it cannot disturb the next one."""
+        for proc in self.processes():
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.wait(30)
+
+
+@pytest.fixture
+def supervisor(env: dict[str, str], tmp_path: Path) -> Iterator[Supervisor]:
+    sup = Supervisor(env, tmp_path)
+    try:
+        yield sup
+        if sup.proc is not None and sup.proc.poll() is None:
+            sup.shutdown()
+    finally:
+        sup.kill_leftovers()
+
+
+def alive(pids: set[int]) -> set[int]:
+    return {p.pid for p in psutil.process_iter(["status"]) if p.pid in pids and p.info["status"] != "zombie"}
+
+
+def succeeded(sql: Any, ids: list[int]) -> bool:
+    return all(row["status"] == "succeeded" for row in job_rows(sql, ids).values())
+
+
+def running(sql: Any, n: int) -> bool:
+    return sql("SELECT count(*) FROM workerpool.jobs WHERE status = 'running'")[0][0] == n
+
+
+def test_status_stop_start_restart_and_hup_lose_no_job(supervisor: Supervisor, env, sql) -> None:
+    sup = supervisor.start()
+    master = sup.wait_running()
+    status = sup.status()
+    assert re.fullmatch(r"pid \d+, uptime \d+:\d\d:\d\d", status[MASTER][1])
+    assert re.fullmatch(r"pid \d+, uptime \d+:\d\d:\d\d", status[HEALTH][1])
+    assert sup.health()[0] == 200
+
+    # stop drains: the running jobs finish, once, and nothing of the pool is left.
+    first = enqueue(env, "record", [{"seconds": 3}, {"seconds": 3}])
+    wait_until(lambda: len(executions(sql)) == 2, 30, what="both jobs running")
+    result = sup.ctl("stop", "workerpool")
+    assert result.returncode == 0, result.stdout
+    assert sup.state(MASTER) == "STOPPED"
+    assert {r["status"] for r in job_rows(sql, first).values()} == {"succeeded"}
+    assert not group_members(master)
+
+    # start resumes, with the jobs enqueued meanwhile.
+    waiting = enqueue(env, "record", [{} for _ in range(4)])
+    assert sup.ctl("start", "workerpool").returncode == 0
+    wait_until(lambda: succeeded(sql, waiting), 30, what="jobs enqueued while stopped")
+    restarted_from = sup.wait_running()
+
+    assert sup.ctl("restart", "workerpool").returncode == 0
+    master = sup.wait_running()
+    assert master != restarted_from
+
+    # HUP replaces every child; the jobs they were running still finish exactly once.
+    before = wait_until(lambda: len(c := sup.children(master)) == 2 and c, 30, what="2 children")
+    rolled = enqueue(env, "record", [{"seconds": 0.3} for _ in range(20)])
+    wait_until(lambda: len(executions(sql)) >= len(first) + len(waiting) + 4, 30, what="some jobs ran")
+    assert sup.ctl("signal", "HUP", "workerpool").returncode == 0
+    wait_until(lambda: succeeded(sql, rolled), 60, what="all jobs after HUP")
+    wait_until(lambda: len(sup.children(master) - before) == 2, 30, what="2 new children")
+    assert sup.children(master).isdisjoint(before)
+    assert sup.master_pid() == master
+    runs = executions(sql)
+    assert all(len(runs[i]) == 1 for i in first + waiting + rolled)
+
+
+def test_sigkilled_master_is_restarted_and_its_jobs_rescued(supervisor: Supervisor, env, sql) -> None:
+    sup = supervisor.start(WORKERPOOL_LEASE_SECONDS="4")
+    master = sup.wait_running()
+    ids = enqueue(env, "record", [{"seconds": 3}, {"seconds": 3}])
+    wait_until(lambda: len(executions(sql)) == 2, 30, what="both jobs running")
+    orphans = sup.children(master)
+    os.kill(master, signal.SIGKILL)
+    # The children die with the master (PR_SET_PDEATHSIG); supervisord starts a new one.
+    wait_until(lambda: not alive(orphans), 10, what="the old children to die")
+    wait_until(lambda: sup.state(MASTER) == "RUNNING" and sup.master_pid() != master, 60, what="a new master")
+    wait_until(lambda: succeeded(sql, ids), 60, what="the orphaned jobs rescued and done")
+    assert {r["attempts"] for r in job_rows(sql, ids).values()} == {2}
+    runs = executions(sql)
+    for i in ids:
+        (first_pid, _), (second_pid, _) = runs[i]
+        assert first_pid in orphans and second_pid not in orphans
+
+
+def test_job_longer_than_the_grace_is_requeued_on_stop_and_runs_after_start(supervisor: Supervisor, env, sql) -> None:
+    """Shared case C-07, on the pool's side of the nesting (the files: test_systemd.py)."""
+    sup = supervisor.start(WORKERPOOL_SHUTDOWN_TIMEOUT="2")
+    sup.wait_running()
+    [job] = enqueue(env, "sleep", [{"seconds": 6}])
+    wait_until(lambda: running(sql, 1), 30, what="the job running")
+    assert sup.ctl("stop", "workerpool").returncode == 0
+    assert sup.state(MASTER) == "STOPPED"
+    row = job_rows(sql, [job])[job]
+    assert (row["status"], row["attempts"]) == ("queued", 0)
+    assert "interrupted by shutdown" in row["last_error"]
+    assert sup.ctl("start", "workerpool").returncode == 0
+    wait_until(lambda: succeeded(sql, [job]), 30, what="the job after the restart")
+    assert job_rows(sql, [job])[job]["attempts"] == 1
+
+
+def test_stopasgroup_lets_both_children_finish_their_jobs(supervisor: Supervisor, env, sql) -> None:
+    """Shared case C-08: children get TERM from supervisord and from the master; jobs still finish."""
+    assert read_conf().getboolean("program:workerpool", "stopasgroup")
+    sup = supervisor.start()  # the env fixture's 2 children
+    master = sup.wait_running()
+    ids = enqueue(env, "sleep", [{"seconds": 8}, {"seconds": 8}])
+    wait_until(lambda: running(sql, 2), 30, what="both jobs running")
+    result = sup.ctl("stop", "workerpool")
+    assert result.returncode == 0, result.stdout
+    rows = job_rows(sql, ids)
+    assert [(r["status"], r["attempts"]) for r in rows.values()] == [("succeeded", 1)] * 2
+    assert [line for line in sup.pool_log() if line["level"] in ("error", "critical")] == []
+    assert sup.state(MASTER) == "STOPPED"
+    assert not group_members(master)
+
+
+def test_unparsable_children_ends_fatal_not_in_a_restart_loop(supervisor: Supervisor) -> None:
+    """Shared case C-15 under supervisord: exit 78 within startsecs, so FATAL after startretries."""
+    sup = supervisor.start(WORKERPOOL_CHILDREN="abc")
+    sup.wait_state(MASTER, "FATAL")
+    assert "FATAL" in sup.ctl("status").stdout
+    log = sup.supervisord_log()
+    assert "gave up: workerpool entered FATAL state" in log
+    retries = read_conf().getint("program:workerpool", "startretries")
+    assert log.count("spawned: 'workerpool'") == retries + 1
+    assert log.count("exited: workerpool (exit status 78; not expected)") == retries + 1
+    pool_log = (sup.log_dir / "workerpool.log").read_text()
+    assert "WORKERPOOL_CHILDREN='abc'" in pool_log
+    assert "child started" not in pool_log
+    # The health app keeps running, to report the pool down.
+    assert sup.state(HEALTH) == "RUNNING"
+    status, body = sup.health()
+    assert status == 503 and body["master"]["alive"] is False
