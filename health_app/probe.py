@@ -1,0 +1,122 @@
+"""The database check: run in a background thread and cached, so no request waits on the network.
+
+A request that finds the cached answer too old starts one check and waits a few
+milliseconds for it. A reachable database answers well within that; a black-holed one
+does not, and the request answers with the previous result, or with a failure once the
+check has been out longer than the database is allowed to take.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from workerpool.db import connect, scrub
+from workerpool.queue import Queue
+
+log = logging.getLogger(__name__)
+
+TTL = 2.0  # seconds an answer is reused: checks and scrapes from several sources come in bursts
+DEADLINE = 1.0  # seconds the database may take to answer a check
+WAIT = 0.05  # seconds a request waits for a check in flight before answering with what it has
+# Bounds a query on a connection whose peer went silent: connect_timeout only covers connecting,
+# and statement_timeout needs a server that still answers.
+TCP_USER_TIMEOUT_MS = 3000
+
+
+@dataclass(frozen=True)
+class DatabaseState:
+    ok: bool
+    latency_ms: float | None = None
+    error: str | None = None
+    checked_at: float = 0.0  # time.monotonic() of the answer
+    queue_counts: tuple[tuple[str, str, int], ...] = ()
+    oldest_due_age: float | None = None
+
+
+class DatabaseProbe:
+    """One per worker process; the connection is opened by the first check, after fork."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn = dsn
+        self.schema = schema
+        self._lock = threading.Lock()
+        self._state: DatabaseState | None = None
+        self._in_flight: threading.Event | None = None  # set when the running check has answered
+        self._since = 0.0  # time.monotonic() when the running check started
+        # Only the check thread uses these, and only one check runs at a time.
+        self._conn: psycopg.Connection | None = None
+        self._queue: Queue | None = None
+
+    def refresh(self) -> threading.Event | None:
+        """Start a check unless the cached answer is fresh; the event of the check in flight."""
+        with self._lock:
+            if self._state is not None and time.monotonic() - self._state.checked_at < TTL:
+                return None
+            if self._in_flight is None:
+                self._in_flight = threading.Event()
+                self._since = time.monotonic()
+                threading.Thread(target=self._run, args=(self._in_flight,), name="database-check", daemon=True).start()
+            return self._in_flight
+
+    def state(self) -> DatabaseState:
+        in_flight = self.refresh()
+        if in_flight is not None:
+            in_flight.wait(WAIT)
+        with self._lock:
+            waited = time.monotonic() - self._since
+            if self._in_flight is not None and waited > DEADLINE:
+                return DatabaseState(ok=False, error=f"no answer for {waited:.1f} s (limit {DEADLINE:g} s)")
+            if self._state is None:
+                return DatabaseState(ok=False, error="the first check has not answered yet")
+            return self._state
+
+    def _run(self, in_flight: threading.Event) -> None:
+        state = self._check()
+        with self._lock:
+            previous, self._state, self._in_flight = self._state, state, None
+        in_flight.set()
+        if state.ok != (previous.ok if previous else True):
+            if state.ok:
+                log.info("database check ok again", extra={"latency_ms": state.latency_ms})
+            else:
+                log.warning("database check failed", extra={"error": state.error})
+
+    def _check(self) -> DatabaseState:
+        started = time.monotonic()
+        try:
+            conn, queue = self._connection()
+            pinged = time.monotonic()
+            conn.execute("SELECT 1")
+            latency_ms = round((time.monotonic() - pinged) * 1000, 3)
+            counts = tuple(queue.counts())
+            oldest = queue.oldest_due_age()
+        except Exception as exc:  # whatever went wrong, the check must answer, and never with the password
+            self._close()
+            error = " ".join(scrub(str(exc), self.dsn).split()) or type(exc).__name__
+            return DatabaseState(ok=False, error=error, checked_at=time.monotonic())
+        took = time.monotonic() - started
+        if took > DEADLINE:
+            error = f"answered in {took:.2f} s (limit {DEADLINE:g} s)"
+            return DatabaseState(ok=False, latency_ms=latency_ms, error=error, checked_at=time.monotonic())
+        return DatabaseState(True, latency_ms, None, time.monotonic(), counts, oldest)
+
+    def _connection(self) -> tuple[psycopg.Connection, Queue]:
+        if self._conn is None or self._queue is None or self._conn.closed:
+            dsn = make_conninfo(self.dsn, tcp_user_timeout=TCP_USER_TIMEOUT_MS)
+            # psycopg, like libpq, stretches a connect timeout under 2 s to 2 s; DEADLINE still
+            # applies, since state() reports a check out longer than that as failed.
+            self._conn = connect(dsn, application_name="workerpool-health", connect_timeout=DEADLINE)
+            self._conn.execute(f"SET statement_timeout = {int(DEADLINE * 1000)}")
+            self._queue = Queue(self._conn, self.schema)
+        return self._conn, self._queue
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = self._queue = None
