@@ -1,9 +1,10 @@
 """The database check: run in a background thread and cached, so no request waits on the network.
 
-A request that finds the cached answer too old starts one check and waits a few
-milliseconds for it. A reachable database answers well within that; a black-holed one
-does not, and the request answers with the previous result, or with a failure once the
-check has been out longer than the database is allowed to take.
+A request that finds the cached answer older than TTL starts a check. If the database
+answered last time, the request waits a few milliseconds for the new answer, which a
+reachable database gives well within that; if it failed last time, the request answers at
+once with the failure. A check out longer than the database is allowed to take (a
+black-holed host) is reported as a failure, however old the cached answer.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 TTL = 2.0  # seconds an answer is reused: checks and scrapes from several sources come in bursts
 DEADLINE = 1.0  # seconds the database may take to answer a check
-WAIT = 0.05  # seconds a request waits for a check in flight before answering with what it has
+WAIT = 0.05  # seconds after a check starts during which requests wait for it (if it answered last time)
 # Bounds a query on a connection whose peer went silent: connect_timeout only covers connecting,
 # and statement_timeout needs a server that still answers.
 TCP_USER_TIMEOUT_MS = 3000
@@ -53,21 +54,21 @@ class DatabaseProbe:
         self._conn: psycopg.Connection | None = None
         self._queue: Queue | None = None
 
-    def refresh(self) -> threading.Event | None:
-        """Start a check unless the cached answer is fresh; the event of the check in flight."""
+    def refresh(self) -> None:
+        """Start a check unless the cached answer is fresh or one is already running."""
         with self._lock:
-            if self._state is not None and time.monotonic() - self._state.checked_at < TTL:
-                return None
-            if self._in_flight is None:
-                self._in_flight = threading.Event()
-                self._since = time.monotonic()
-                threading.Thread(target=self._run, args=(self._in_flight,), name="database-check", daemon=True).start()
-            return self._in_flight
+            self._refresh()
 
     def state(self) -> DatabaseState:
-        in_flight = self.refresh()
-        if in_flight is not None:
-            in_flight.wait(WAIT)
+        with self._lock:
+            stale = self._refresh()
+            # A database that failed last time is not worth a wait: a hung check would only
+            # slow the answer, and a recovery shows on the next request.
+            pending = self._in_flight if stale and (self._state is None or self._state.ok) else None
+            # Requests wait for a check only within WAIT of its start, not WAIT each.
+            remaining = self._since + WAIT - time.monotonic()
+        if pending is not None and remaining > 0:
+            pending.wait(remaining)
         with self._lock:
             waited = time.monotonic() - self._since
             if self._in_flight is not None and waited > DEADLINE:
@@ -75,6 +76,15 @@ class DatabaseProbe:
             if self._state is None:
                 return DatabaseState(ok=False, error="the first check has not answered yet")
             return self._state
+
+    def _refresh(self) -> bool:
+        """Start a check if the cached answer is stale and none is running; whether it is stale."""
+        stale = self._state is None or time.monotonic() - self._state.checked_at >= TTL
+        if stale and self._in_flight is None:
+            self._in_flight = threading.Event()
+            self._since = time.monotonic()
+            threading.Thread(target=self._run, args=(self._in_flight,), name="database-check", daemon=True).start()
+        return stale
 
     def _run(self, in_flight: threading.Event) -> None:
         state = self._check()
