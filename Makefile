@@ -26,5 +26,12 @@ lint: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m workerpool.demo
 
+# make bench: workerpool against its peers on this machine (docs/BENCHMARKS.md); BENCH_ARGS="--quick" for a smoke run.
+bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	@if command -v npm >/dev/null; then npm ci --prefix bench/node --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: graphile-worker and pg-boss will be skipped"; fi
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) var build *.egg-info

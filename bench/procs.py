@@ -66,6 +66,23 @@ def kill_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+def cpu_seconds(pids: Sequence[int]) -> dict[int, float]:
+    """User plus system CPU seconds of each process still there (a reused pid would be a new process)."""
+    out = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        out[pid] = times.user + times.system
+    return out
+
+
+def cpu_spent(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds spent between two snapshots; a process born in between counts whole."""
+    return sum(t - before.get(pid, 0.0) for pid, t in after.items())
+
+
 def uss(pid: int) -> int:
     return psutil.Process(pid).memory_full_info().uss
 

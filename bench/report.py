@@ -16,7 +16,7 @@ def fmt(value: float, unit: str) -> str:
         return "-"
     if unit == "jobs/s":
         return f"{value:,.0f}".replace(",", " ")
-    if unit == "ms":
+    if unit in ("ms", "µs"):
         return f"{value:.2f}" if value < 10 else f"{value:.1f}"
     return f"{value:.1f}"
 

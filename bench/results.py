@@ -44,6 +44,11 @@ def metrics(workers: tuple[int, ...], jobs: int, rate: float) -> list[Metric]:
         for w in workers
     ]
     rows += [
+        Metric(f"cpu_{side}_{w}", f"{who} CPU per job, {w} worker(s)", "µs", False, _median_of(f"cpu_{side}_{w}"))
+        for w in workers
+        for side, who in (("workers", "workers'"), ("db", "PostgreSQL backends'"))
+    ]
+    rows += [
         Metric("latency_p50", "pickup latency p50", "ms", False, _pct_of("latency", 50)),
         Metric("latency_p95", "pickup latency p95", "ms", False, _pct_of("latency", 95)),
         Metric("latency_max", "pickup latency max", "ms", False, _pct_of("latency", 100)),

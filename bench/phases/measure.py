@@ -30,9 +30,14 @@ def drain(system: System, workers: int, jobs: int) -> Outcome:
     with running(system, workers, stamp=False, warm_up=WARM_UP_PER_WORKER * workers) as session:
         seconds = session.bulk(jobs)
         committed = time.time()
+        workers_cpu, db_cpu = session.cpu()
         finished = session.drain(timeout=max(120.0, jobs / 50))
+        workers_cpu_end, db_cpu_end = session.cpu()
         out.values[f"drain_{workers}"] = jobs / (finished - committed)
         out.values["drain_enqueue"] = jobs / seconds
+        # Where the time goes: a 2-core box shares its CPUs between the workers and PostgreSQL.
+        out.values[f"cpu_workers_{workers}"] = procs.cpu_spent(workers_cpu, workers_cpu_end) / jobs * 1e6
+        out.values[f"cpu_db_{workers}"] = procs.cpu_spent(db_cpu, db_cpu_end) / jobs * 1e6
     out.problems += session.problems
     return out
 

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from bench import pg, procs, recording
@@ -39,6 +40,20 @@ class Session:
         seconds = self.enqueuer.bulk(n)
         self.enqueued += n
         return seconds
+
+    def cpu(self) -> tuple[dict[int, float], dict[int, float]]:
+        """CPU seconds so far of the workers' processes and of the database backends serving them."""
+        workers = list(self.workers.child_pids)
+        if self.workers.master is not None:
+            workers.append(self.workers.master)
+            workers += [c.pid for c in psutil.Process(self.workers.master).children()]
+        backends = [
+            row[0]
+            for row in self.conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ]
+        return procs.cpu_seconds(sorted(set(workers))), procs.cpu_seconds(backends)
 
     def one(self) -> tuple[str, float]:
         self.enqueued += 1
