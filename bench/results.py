@@ -59,6 +59,7 @@ def metrics(workers: tuple[int, ...], jobs: int, rate: float) -> list[Metric]:
         Metric("health_p50", f"/health p50 at {rate:g} req/s", "ms", False, _pct_of("health", 50)),
         Metric("health_p99", f"/health p99 at {rate:g} req/s", "ms", False, _pct_of("health", 99)),
         Metric("health_max", f"/health max at {rate:g} req/s", "ms", False, _pct_of("health", 100)),
+        Metric("health_late", "  load generator's own lateness, p99", "ms", False, _pct_of("health_client_late", 99)),
     ]
     return rows
 

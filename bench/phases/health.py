@@ -36,11 +36,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def _get(port: int, due: float) -> tuple[float, int]:
-    """(milliseconds from the due time to the whole response, HTTP status or 0 on error)."""
+async def _get(port: int, due: float) -> tuple[float, int, float]:
+    """(ms from the due time to the whole response, HTTP status or 0 on error, ms the client itself was late)."""
     delay = due - time.monotonic()
     if delay > 0:
         await asyncio.sleep(delay)
+    late = (time.monotonic() - due) * 1000
     status = 0
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -50,10 +51,10 @@ async def _get(port: int, due: float) -> tuple[float, int]:
         status = int(response.split(b" ", 2)[1])
     except (OSError, ValueError, IndexError):
         pass
-    return (time.monotonic() - due) * 1000, status
+    return (time.monotonic() - due) * 1000, status, late
 
 
-async def _load(port: int, rate: float, seconds: float) -> list[tuple[float, int]]:
+async def _load(port: int, rate: float, seconds: float) -> list[tuple[float, int, float]]:
     start = time.monotonic() + 0.1
     n = int(rate * seconds)
     return await asyncio.gather(*(_get(port, start + i / rate) for i in range(n)))
@@ -81,9 +82,11 @@ def health(rate: float, seconds: float) -> Outcome:
             results = asyncio.run(_load(port, rate, seconds))
         finally:
             out.problems += procs.stop([app, *pool.procs])
-    out.samples["health"] = [ms for ms, _ in results]
+    out.samples["health"] = [ms for ms, _, _ in results]
+    # The client's own lateness, to tell a slow server from a starved load generator.
+    out.samples["health_client_late"] = [late for _, _, late in results]
     codes: dict[int, int] = {}
-    for _, status in results:
+    for _, status, _ in results:
         codes[status] = codes.get(status, 0) + 1
     bad = {code: n for code, n in codes.items() if code != 200}
     if bad:
@@ -92,5 +95,5 @@ def health(rate: float, seconds: float) -> Outcome:
 
 
 def _answers(port: int) -> bool:
-    _, status = asyncio.run(_get(port, time.monotonic()))
+    _, status, _ = asyncio.run(_get(port, time.monotonic()))
     return status != 0
