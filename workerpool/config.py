@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from workerpool.board import MAX_HELD
 from workerpool.db import redact_dsn
 
 # Exit codes (sysexits.h), documented in the README.
@@ -181,7 +182,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         children=children,
         queues=r.names("WORKERPOOL_QUEUES"),
         poll_interval=r.seconds("WORKERPOOL_POLL_INTERVAL", 1.0, 0.01, 3600),
-        batch_size=r.integer("WORKERPOOL_BATCH_SIZE", 100, 1, 10_000),
+        batch_size=r.integer("WORKERPOOL_BATCH_SIZE", 100, 1, MAX_HELD),
         shutdown_timeout=r.seconds("WORKERPOOL_SHUTDOWN_TIMEOUT", 30.0, 0, 86400),
         lease_seconds=lease,
         job_timeout=r.seconds("WORKERPOOL_JOB_TIMEOUT", None, 0.1, 31 * 86400, optional=True),
