@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test lint demo install uninstall bench clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 demo: $(STAMP)
-	$(BIN)/python -m workerpool.demo
+	$(BIN)/python scripts/demo.py
+
+# make install [DESTDIR=/staging/root] [PREFIX=/opt/workerpool] [PYTHON=/usr/bin/python3], as root.
+install:
+	scripts/install.sh
+
+# Keeps /etc/workerpool/workerpool.env, the logs and the user; PURGE=1 removes them too.
+uninstall:
+	scripts/uninstall.sh
 
 # make bench: workerpool against its peers on this machine (docs/BENCHMARKS.md); BENCH_ARGS="--quick" for a smoke run.
 bench: $(STAMP)
