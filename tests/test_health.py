@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,8 @@ QUICK = 1.0
 
 # urllib would send 127.0.0.1 through an http_proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @dataclass(frozen=True)
@@ -86,11 +88,11 @@ class HealthApp:
             status, body = error.code, error.read()
         return Answer(status, body, time.monotonic() - started)
 
-    def health_when(self, predicate: Any, timeout: float = 30, what: str = "") -> dict[str, Any]:
+    def health_when(self, predicate: Callable[[Answer], bool], timeout: float = 30, what: str = "") -> dict[str, Any]:
         """Poll /health until `predicate(answer)` holds; the answer's body."""
         return wait_until(lambda: (a := self.get("/health")) and predicate(a) and a.json(), timeout, what=what)
 
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    def metrics(self) -> Samples:
         text = self.get("/metrics").body.decode()
         return {
             (s.name, frozenset(s.labels.items())): s.value
@@ -104,12 +106,13 @@ class HealthApp:
     def cleanup(self) -> None:
         if self.proc is None:
             return
+        group = self.proc.pid
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass
         self.proc.wait(30)
-        wait_until(lambda: not _group_members(self.proc.pid), 15, what="gunicorn's processes to exit")
+        wait_until(lambda: not _group_members(group), 15, what="gunicorn's processes to exit")
 
 
 @pytest.fixture
@@ -123,8 +126,8 @@ def is_ok(answer: Answer) -> bool:
     return answer.status == 200
 
 
-def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
 
 
 def running(pool: Pool, health: HealthApp, **overrides: str) -> HealthApp:
@@ -187,6 +190,7 @@ def test_unreachable_database_fails_fast_and_hides_the_password(health):
     assert app.get("/health/live").status == 200  # it needs no database
     assert sample(app.metrics(), "workerpool_database_up") == 0
     assert all(PASSWORD.encode() not in app.get(path).body for path in PATHS)
+    wait_until(lambda: "database check failed" in app.log_text(), 10, what="the failure logged")
     assert PASSWORD not in app.log_text()
 
 
@@ -262,6 +266,9 @@ def test_stalled_queue_fails_health_but_not_readiness(env, pool, health):
     assert body["status"] == "degraded"
     assert any(r.startswith("stalled:") for r in body["reasons"]), body["reasons"]
     assert app.get("/health/ready").status == 200  # the pool can still take work
+    samples = app.metrics()
+    assert sample(samples, "workerpool_queue_jobs", queue="default", state="queued") == 1
+    assert sample(samples, "workerpool_queue_oldest_due_age_seconds") > 2
 
 
 def test_missing_dsn_stops_gunicorn_with_a_clear_message(env):
