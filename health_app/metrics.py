@@ -101,6 +101,8 @@ def _database(db: DatabaseState) -> Iterator[Metric]:
         yield GaugeMetricFamily(
             "workerpool_database_latency_seconds", "Round trip of a trivial query", value=db.latency_ms / 1000
         )
+    if db.queue_error:
+        return
     depth = GaugeMetricFamily("workerpool_queue_jobs", "Unfinished jobs, by queue and state", labels=["queue", "state"])
     for queue, state, count in sorted(db.queue_counts):
         depth.add_metric([queue, state], count)

@@ -38,6 +38,8 @@ def assess(
     degraded: list[str] = []
     if not db.ok:
         down.append(f"database: {db.error}")
+    elif db.queue_error:
+        degraded.append(f"queue: not measured, so a stall cannot be seen ({db.queue_error})")
     # A dead master's children are dead or orphaned whatever its last snapshot says.
     children = [_child_view(c, now) for c in doc["children"]] if alive and doc else []
     if alive and doc:

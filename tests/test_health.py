@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from conftest import BIN, ROOT, Pool, _group_members, enqueue, wait_until
 from prometheus_client.parser import text_string_to_metric_families
@@ -210,6 +211,16 @@ def test_silent_database_never_holds_a_request(health):
         wait_until(reports_no_answer, 15, what="the database check to report no answer")
     assert all(a.status == 503 and not a.json()["database"]["ok"] for a in answers)
     assert max(a.seconds for a in answers) < QUICK
+
+
+def test_a_queue_too_slow_to_count_is_not_a_dead_database(env, health):
+    # The lock stands in for a backlog too large to count within statement_timeout.
+    with psycopg.connect(env["WORKERPOOL_DSN"]) as locker:
+        locker.execute("LOCK TABLE workerpool.jobs IN ACCESS EXCLUSIVE MODE")
+        app = health.start()
+        body = app.health_when(lambda a: any(r.startswith("queue:") for r in a.json()["reasons"]), 15)
+    assert body["database"]["ok"] is True
+    assert not any(r.startswith("database:") for r in body["reasons"])
 
 
 def test_password_in_the_dsn_never_shows(env, pool, health):
