@@ -38,7 +38,7 @@ keepalive = 5
 # Connections are opened by the first database check, inside the worker, never before fork.
 preload_app = False
 # The worker's heartbeat file on disk-backed /tmp can stall the worker under I/O load.
-worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+worker_tmp_dir = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
 # Probes every few seconds would drown the log; the app logs what changes.
 accesslog = None
 errorlog = "-"
