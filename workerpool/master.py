@@ -511,7 +511,7 @@ class Master:
             if queue is None:
                 return
             try:
-                queue.renew([p.token for p in self.children.values()], lease)
+                queue.renew([(p.token, p.board.read().held) for p in self.children.values()], lease)
                 self.next_renew = now + lease / 3
                 if now >= self.next_rescue:
                     for job_id, state in queue.rescue_expired():

@@ -117,8 +117,13 @@ class Queue:
 
     def complete(self, token: str, results: Sequence[Result], backoff: float, backoff_max: float) -> int:
         """Write outcomes in one round trip; return how many this token still held."""
+        # The outcome is committed without waiting for the WAL flush: if PostgreSQL itself
+        # crashes before writing it, the job is still `running` under a lease nobody renews
+        # (the master renews only jobs a child holds), so it is rescued and re-run with its
+        # attempt counted. Claims, by contrast, commit durably.
         query = self._q(
-            "UPDATE {s}.jobs AS j SET"
+            "WITH async AS (SELECT set_config('synchronous_commit', 'off', true))"
+            " UPDATE {s}.jobs AS j SET"
             " status = CASE o.outcome WHEN 'retry' THEN 'queued' ELSE o.outcome END,"
             " result = o.result::jsonb,"
             " last_error = coalesce(o.error, j.last_error),"
@@ -128,7 +133,7 @@ class Queue:
             " finished_at = CASE o.outcome WHEN 'retry' THEN NULL ELSE now() END,"
             " locked_by = NULL, lease_until = NULL"
             " FROM unnest(%(ids)s::bigint[], %(outcomes)s::text[], %(results)s::text[],"
-            " %(errors)s::text[]) AS o(id, outcome, result, error)"
+            " %(errors)s::text[]) AS o(id, outcome, result, error), async"
             " WHERE j.id = o.id AND j.status = 'running' AND j.locked_by = %(token)s"
         )
         cursor = self.conn.execute(
@@ -162,14 +167,21 @@ class Queue:
 
     # -- the master's side ----------------------------------------------------
 
-    def renew(self, tokens: Sequence[str], lease: float) -> int:
-        if not tokens:
+    def renew(self, held: Sequence[tuple[str, Sequence[int]]], lease: float) -> int:
+        """Extend the leases of the jobs each child (token) holds right now.
+
+        Only held jobs: a job whose outcome was written but lost (see `complete`) is not
+        held by anyone, so its lease runs out and it is rescued instead of kept forever.
+        """
+        ids = [job_id for _, job_ids in held for job_id in job_ids]
+        if not ids:
             return 0
         query = self._q(
             "UPDATE {s}.jobs SET lease_until = now() + %(lease)s * interval '1 second'"
-            " WHERE status = 'running' AND locked_by = ANY(%(tokens)s)"
+            " WHERE id = ANY(%(ids)s) AND status = 'running' AND locked_by = ANY(%(tokens)s)"
         )
-        return self.conn.execute(query, {"tokens": list(tokens), "lease": lease}).rowcount
+        tokens = [token for token, _ in held]
+        return self.conn.execute(query, {"ids": ids, "tokens": tokens, "lease": lease}).rowcount
 
     def release(
         self,
