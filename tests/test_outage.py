@@ -51,8 +51,7 @@ def test_terminated_backends_are_reconnected(outage_env, pool_factory):
     wait_until(lambda: all(r["status"] == "succeeded" for r in rows_on(dsn, first).values()), 30)
     with psycopg.connect(dsn, autocommit=True) as conn:
         killed = conn.execute(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-            " WHERE application_name LIKE 'workerpool-%'"
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE 'workerpool-%'"
         ).fetchone()[0]
     assert killed >= 2
     second = enqueue(outage_env, "record", [{} for _ in range(5)])

@@ -104,7 +104,7 @@ class Master:
         self.stats = Stats()
         self.stopping: str | None = None  # "graceful" or "immediate"
         self.stop_deadline = 0.0
-        self.conn: psycopg.Connection | None = None
+        self.queue: Queue | None = None
         self.db_backoff = Backoff(cap=5.0)
         self.db_retry_at = 0.0
         self.db_error: str | None = None
@@ -472,14 +472,14 @@ class Master:
     # -- the database -----------------------------------------------------------
 
     def db(self) -> Queue | None:
-        """The master's connection, or None while the database is away."""
-        if self.conn is not None and not self.conn.closed:
-            return Queue(self.conn, self.config.schema)
+        """The master's queue on its own connection, or None while the database is away."""
+        if self.queue is not None and not self.queue.conn.closed:
+            return self.queue
         if time.monotonic() < self.db_retry_at:
             return None
         try:
-            self.conn = connect(self.config.dsn, application_name="workerpool-master", connect_timeout=2)
-            self.conn.execute("SET statement_timeout = '5s'")
+            conn = connect(self.config.dsn, application_name="workerpool-master", connect_timeout=2)
+            conn.execute("SET statement_timeout = '5s'")
         except psycopg.OperationalError as exc:
             self.db_failed(exc)
             return None
@@ -487,7 +487,8 @@ class Master:
             log.info("database connection restored")
         self.db_error = None
         self.db_backoff.reset()
-        return Queue(self.conn, self.config.schema)
+        self.queue = Queue(conn, self.config.schema)
+        return self.queue
 
     def db_failed(self, exc: Exception) -> None:
         self.close_db()
@@ -499,9 +500,9 @@ class Master:
         self.db_error = message or type(exc).__name__
 
     def close_db(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
+        if self.queue is not None:
+            self.queue.conn.close()
+        self.queue = None
 
     def db_duties(self) -> None:
         now = time.monotonic()
