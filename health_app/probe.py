@@ -44,9 +44,10 @@ class DatabaseState:
 class DatabaseProbe:
     """One per worker process; the connection is opened by the first check, after fork."""
 
-    def __init__(self, dsn: str, schema: str) -> None:
+    def __init__(self, dsn: str, schema: str, queues: tuple[str, ...] = ()) -> None:
         self.dsn = dsn
         self.schema = schema
+        self.queues = queues
         self._lock = threading.Lock()
         self._state: DatabaseState | None = None
         self._in_flight: threading.Event | None = None  # set when the running check has answered
@@ -116,7 +117,7 @@ class DatabaseProbe:
             with self._lock:
                 self._answered = True
             try:
-                counts, oldest = tuple(queue.counts()), queue.oldest_due_age()
+                counts, oldest = tuple(queue.counts()), queue.oldest_due_age(self.queues)
             except psycopg.errors.QueryCanceled as exc:
                 # statement_timeout: a backlog too large to count in time, not a database that is down.
                 return DatabaseState(True, latency_ms, checked_at=time.monotonic(), queue_error=self._describe(exc))

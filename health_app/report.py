@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import psutil
-
 from health_app.probe import DatabaseState
 from workerpool import status
 
@@ -73,16 +71,7 @@ def master_problem(doc: dict[str, Any] | None, now: float, status_path: str) -> 
     if age > status.STALE_AFTER:
         return f"status snapshot is {age:.0f} s old (pid {pid} stopped publishing)"
     if not status.master_alive(doc, now):
-        return f"pid {pid} no longer exists"
-    # status.master_alive's kill(pid, 0) succeeds on a zombie, which a parent slow to reap
-    # would leave in the process table for as long as the snapshot still looks fresh.
-    try:
-        if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return f"pid {pid} has exited"
-    except psutil.NoSuchProcess:
-        return f"pid {pid} no longer exists"
-    except psutil.AccessDenied:
-        pass  # it exists, under another user
+        return f"pid {pid} has exited"
     return None
 
 
@@ -145,6 +134,6 @@ def _stall(doc: dict[str, Any], db: DatabaseState, now: float, stall_seconds: fl
     if quiet <= stall_seconds:
         return None
     return (
-        f"stalled: the oldest due job has waited {waited:.0f} s and nothing was claimed for {quiet:.0f} s"
+        f"stalled: the next due job has waited {waited:.0f} s and nothing was claimed for {quiet:.0f} s"
         f" (WORKERPOOL_STALL_SECONDS={stall_seconds:g})"
     )

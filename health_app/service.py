@@ -20,7 +20,7 @@ class HealthService:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.probe = DatabaseProbe(config.dsn, config.schema)
+        self.probe = DatabaseProbe(config.dsn, config.schema, config.queues)
         self._failures = 0
         self._lock = threading.Lock()
 

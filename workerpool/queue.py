@@ -326,13 +326,19 @@ class Queue:
         )
         return [tuple(r) for r in self.conn.execute(query).fetchall()]  # type: ignore[misc]
 
-    def oldest_due_age(self) -> float | None:
-        """Seconds the longest-waiting due job has waited, None when none is due."""
+    def oldest_due_age(self, queues: Sequence[str] = ()) -> float | None:
+        """Seconds the next job to be claimed has been due, None when none is due.
+
+        The job claim order puts first (through the claim index, so it stays cheap on a
+        large backlog): if a pool is claiming, this wait stays short.
+        """
+        where_queue = "AND queue = ANY(%(queues)s)" if queues else ""
         query = self._q(
-            "SELECT extract(epoch FROM now() - min(run_at)) FROM {s}.jobs WHERE status = 'queued' AND run_at <= now()"
+            "SELECT extract(epoch FROM now() - run_at) FROM {s}.jobs"
+            " WHERE status = 'queued' AND run_at <= now() " + where_queue + " ORDER BY priority, run_at, id LIMIT 1"
         )
-        row = self.conn.execute(query).fetchone()
-        return float(row[0]) if row and row[0] is not None else None
+        row = self.conn.execute(query, {"queues": list(queues)}).fetchone()
+        return float(row[0]) if row else None
 
     def cancel(self, ids: Iterable[int]) -> int:
         query = self._q(

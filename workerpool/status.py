@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import orjson
+import psutil
 
 STALE_AFTER = 5.0  # seconds: the master writes about once a second
 
@@ -46,9 +47,9 @@ def master_alive(document: dict[str, Any] | None, now: float | None = None) -> b
     if now - document.get("written_at", 0) > STALE_AFTER:
         return False
     try:
-        os.kill(int(document["master"]["pid"]), 0)
-    except ProcessLookupError:
+        # A killed master its parent has not reaped yet is a zombie: it exists, but is dead.
+        return psutil.Process(int(document["master"]["pid"])).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        pass  # it exists, under another user
-    return True
+    except psutil.AccessDenied:
+        return True  # it exists, under another user
