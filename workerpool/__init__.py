@@ -15,10 +15,13 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import psycopg
 
 __version__ = "0.1.0"
 
+from workerpool.config import EnqueueSettings, load_enqueue_settings  # noqa: E402
+from workerpool.queue import NewJob, Queue  # noqa: E402
 from workerpool.tasks import (  # noqa: E402
     REGISTRY,
     JobContext,
@@ -58,56 +61,52 @@ def _own_connection() -> psycopg.Connection:
     return _connection[1]
 
 
-def _schema() -> str:
-    return os.environ.get("WORKERPOOL_SCHEMA", "").strip() or "workerpool"
-
-
-def _max_payload() -> int:
-    return int(os.environ.get("WORKERPOOL_MAX_PAYLOAD_BYTES", "").strip() or 1_048_576)
-
-
-def _default_max_attempts() -> int:
-    return int(os.environ.get("WORKERPOOL_MAX_ATTEMPTS", "").strip() or 5)
-
-
 def new_job(
     name: str,
     payload: Any,
+    settings: EnqueueSettings,
     *,
     queue: str | None = None,
     priority: int | None = None,
     run_at: dt.datetime | dt.timedelta | float | None = None,
     max_attempts: int | None = None,
     timeout: float | None = None,
-) -> Any:
-    """Validate one job and fill its defaults from the task's registration."""
-    import orjson
-
-    from workerpool.queue import NewJob
-
+) -> NewJob:
+    """Validate one job, serialize its payload, and fill its defaults from its task."""
     registered = REGISTRY.get(name)
     try:
-        size = len(orjson.dumps(payload))
+        payload_json = orjson.dumps(payload)
     except TypeError as exc:
         raise PayloadError(f"payload for {name!r} is not JSON-serializable: {exc}") from None
-    if size > _max_payload():
-        raise PayloadError(f"payload for {name!r} is {size} bytes, over WORKERPOOL_MAX_PAYLOAD_BYTES={_max_payload()}")
+    if len(payload_json) > settings.max_payload_bytes:
+        raise PayloadError(
+            f"payload for {name!r} is {len(payload_json)} bytes, "
+            f"over WORKERPOOL_MAX_PAYLOAD_BYTES={settings.max_payload_bytes}"
+        )
     if isinstance(run_at, (int, float)):
         run_at = dt.timedelta(seconds=run_at)
     if isinstance(run_at, dt.timedelta):
         run_at = dt.datetime.now(dt.UTC) + run_at
     if run_at is not None and run_at.tzinfo is None:
         raise PayloadError("run_at must be timezone-aware (a naive datetime is ambiguous)")
+    if registered is None:
+        return NewJob(
+            name,
+            payload_json,
+            queue or "default",
+            priority or 0,
+            run_at,
+            max_attempts or settings.max_attempts,
+            timeout,
+        )
     return NewJob(
         task=name,
-        payload=payload,
-        queue=queue or (registered.queue if registered else "default"),
-        priority=priority if priority is not None else (registered.priority if registered else 0),
+        payload_json=payload_json,
+        queue=queue or registered.queue,
+        priority=registered.priority if priority is None else priority,
         run_at=run_at,
-        max_attempts=max_attempts
-        or (registered.max_attempts if registered and registered.max_attempts else None)
-        or _default_max_attempts(),
-        timeout=timeout or (registered.timeout if registered else None),
+        max_attempts=max_attempts or registered.max_attempts or settings.max_attempts,
+        timeout=timeout or registered.timeout,
     )
 
 
@@ -127,18 +126,18 @@ def enqueue(
     Given `conn`, the job joins that connection's open transaction: it exists only if the
     caller commits. Without it, the job is committed at once.
     """
-    from workerpool.queue import Queue
-
+    settings = load_enqueue_settings()
     job = new_job(
         name,
         {} if payload is None else payload,
+        settings,
         queue=queue,
         priority=priority,
         run_at=run_at,
         max_attempts=max_attempts,
         timeout=timeout,
     )
-    return Queue(conn or _own_connection(), _schema()).enqueue(job)
+    return Queue(conn or _own_connection(), settings.schema).enqueue(job)
 
 
 def enqueue_many(
@@ -151,17 +150,16 @@ def enqueue_many(
     Each job is `(name, payload)` or a dict of `enqueue`'s arguments (`name`, `payload`,
     `queue`, ...). All or none are added.
     """
-    from workerpool.queue import Queue
-
+    settings = load_enqueue_settings()
     built = []
     for item in jobs:
         if isinstance(item, dict):
             args = dict(item)
-            built.append(new_job(args.pop("name"), args.pop("payload", {}), **args))
+            built.append(new_job(args.pop("name"), args.pop("payload", {}), settings, **args))
         else:
-            built.append(new_job(item[0], item[1]))
+            built.append(new_job(item[0], item[1], settings))
     connection = conn or _own_connection()
-    queue = Queue(connection, _schema())
+    queue = Queue(connection, settings.schema)
     if conn is not None:
         return queue.enqueue_many(built)
     with connection.transaction():

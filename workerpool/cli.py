@@ -22,11 +22,12 @@ from workerpool.config import (
     EX_UNAVAILABLE,
     Config,
     ConfigError,
+    EnqueueSettings,
     load_config,
 )
 from workerpool.db import connect, scrub, wait_for_database
 from workerpool.migrations import current_version, latest_version, migrate
-from workerpool.queue import STATUSES, Queue
+from workerpool.queue import STATUSES, NewJob, Queue
 
 ENQUEUE_CHUNK = 5000
 
@@ -164,6 +165,7 @@ def enqueue_cmd(
         known = ", ".join(sorted(tasks.REGISTRY)) or "none"
         fail(f"unknown task {task_name!r} (tasks in WORKERPOOL_TASKS: {known})", EX_DATAERR)
     options = {
+        "settings": EnqueueSettings(config.schema, config.max_attempts, config.max_payload_bytes),
         "queue": queue,
         "priority": priority,
         "run_at": parse_run_at(run_at),
@@ -195,7 +197,7 @@ def parse_payload(text: str | bytes, where: str) -> Any:
         fail(f"{where}: invalid JSON: {exc}", EX_DATAERR)
 
 
-def build(task_name: str, value: Any, options: dict[str, Any], where: str) -> Any:
+def build(task_name: str, value: Any, options: dict[str, Any], where: str) -> NewJob:
     try:
         return new_job(task_name, value, **options)
     except PayloadError as exc:

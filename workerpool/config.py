@@ -208,6 +208,29 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     return config
 
 
+@dataclass(frozen=True)
+class EnqueueSettings:
+    schema: str
+    max_attempts: int
+    max_payload_bytes: int
+
+
+def load_enqueue_settings(env: Mapping[str, str] | None = None) -> EnqueueSettings:
+    """The few variables enqueueing needs, so a web process need not set the pool's."""
+    r = _Reader(os.environ if env is None else env)
+    schema = r.raw("WORKERPOOL_SCHEMA") or "workerpool"
+    if not SCHEMA_RE.match(schema):
+        r.bad("WORKERPOOL_SCHEMA", schema, "must be a lower-case identifier ([a-z_][a-z0-9_]*)")
+    settings = EnqueueSettings(
+        schema=schema,
+        max_attempts=r.integer("WORKERPOOL_MAX_ATTEMPTS", 5, 1, 1000),
+        max_payload_bytes=r.integer("WORKERPOOL_MAX_PAYLOAD_BYTES", 1_048_576, 2, 1_073_741_824),
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
 def _check_dsn(r: _Reader, dsn: str) -> None:
     """Reject a DSN libpq cannot parse, naming it without its password."""
     from psycopg.conninfo import conninfo_to_dict

@@ -51,15 +51,20 @@ class Result:
     error: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class NewJob:
     task: str
-    payload: Any
+    payload_json: bytes  # serialized once, when validated
     queue: str = "default"
     priority: int = 0
     run_at: dt.datetime | None = None
     max_attempts: int = 5
     timeout: float | None = None
+
+
+def _copy_text(value: str) -> str:
+    """A value escaped for COPY's text format."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def prepare_connection(conn: psycopg.Connection) -> None:
@@ -264,7 +269,7 @@ class Queue:
                 job.run_at,
                 job.max_attempts,
                 job.timeout,
-                orjson.dumps(job.payload).decode(),
+                job.payload_json.decode(),
             ),
         ).fetchone()
         assert row is not None
@@ -283,20 +288,27 @@ class Queue:
         copy_sql = self._q(
             "COPY {s}.jobs (id, task, queue, priority, run_at, max_attempts, timeout, payload) FROM STDIN"
         )
-        with self.conn.cursor().copy(copy_sql) as copy:
-            for job_id, job in zip(ids, jobs, strict=True):
-                copy.write_row(
+        # Rows are formatted here rather than by write_row: it is most of the cost of a bulk
+        # enqueue. orjson never emits raw control characters, so only backslashes need escaping.
+        default_run_at = now.isoformat()
+        lines = []
+        for job_id, job in zip(ids, jobs, strict=True):
+            lines.append(
+                "\t".join(
                     (
-                        job_id,
-                        job.task,
-                        job.queue,
-                        job.priority,
-                        job.run_at or now,
-                        job.max_attempts,
-                        job.timeout,
-                        orjson.dumps(job.payload).decode(),
+                        str(job_id),
+                        _copy_text(job.task),
+                        _copy_text(job.queue),
+                        str(job.priority),
+                        job.run_at.isoformat() if job.run_at else default_run_at,
+                        str(job.max_attempts),
+                        "\\N" if job.timeout is None else repr(float(job.timeout)),
+                        job.payload_json.decode().replace("\\", "\\\\"),
                     )
                 )
+            )
+        with self.conn.cursor().copy(copy_sql) as copy:
+            copy.write("\n".join(lines) + "\n")
         return ids
 
     # -- reading --------------------------------------------------------------
