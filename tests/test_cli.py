@@ -167,3 +167,15 @@ def test_run_against_an_unmigrated_schema_exits_78(env):
     result = cli({**env, "WORKERPOOL_SCHEMA": "never_migrated"}, "run", timeout=30)
     assert result.returncode == 78
     assert b"workerpool migrate" in result.stdout
+
+
+def test_prune_deletes_old_finished_jobs_only(env, sql):
+    for _ in range(3):
+        cli(env, "enqueue", "sleep", "--payload", '{"seconds": 0}')
+    sql("UPDATE workerpool.jobs SET status = 'succeeded', finished_at = now() - interval '10 days' WHERE id = 1")
+    sql("UPDATE workerpool.jobs SET status = 'dead', finished_at = now() - interval '10 days' WHERE id = 2")
+    result = cli(env, "prune", "--older-than", "7")
+    assert result.returncode == 0 and b"deleted 1" in result.stdout
+    assert [r[0] for r in sql("SELECT id FROM workerpool.jobs ORDER BY id")] == [2, 3]
+    assert b"deleted 1" in cli(env, "prune", "--older-than", "7", "--status", "dead").stdout
+    assert [r[0] for r in sql("SELECT id FROM workerpool.jobs")] == [3]

@@ -358,6 +358,24 @@ def retry_cmd(job_ids: tuple[int, ...]) -> None:
     click.echo(f"queued {n} of {len(job_ids)} job(s) again")
 
 
+@main.command("prune")
+@click.option("--older-than", type=click.FloatRange(0, min_open=False), required=True, help="Age in days.")
+@click.option(
+    "--status",
+    "statuses",
+    type=click.Choice(("succeeded", "cancelled", "dead")),
+    multiple=True,
+    help="Which finished jobs (default: succeeded and cancelled; dead ones are kept for inspection).",
+)
+def prune_cmd(older_than: float, statuses: tuple[str, ...]) -> None:
+    """Delete finished jobs older than --older-than days, so the table does not grow forever."""
+    config = get_config()
+    with database(config) as conn:
+        require_schema(conn, config)
+        n = Queue(conn, config.schema).prune(older_than * 86400, statuses or ("succeeded", "cancelled"))
+    click.echo(f"deleted {n} job(s)")
+
+
 @main.command("status")
 @click.option("--json", "as_json", is_flag=True)
 def status_cmd(as_json: bool) -> None:

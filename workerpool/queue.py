@@ -352,6 +352,20 @@ class Queue:
         row = self.conn.execute(query, {"queues": list(queues)}).fetchone()
         return float(row[0]) if row else None
 
+    def prune(self, older_than_s: float, statuses: Sequence[str], batch: int = 10_000) -> int:
+        """Delete finished jobs older than the horizon, a batch per statement (short locks)."""
+        query = self._q(
+            "DELETE FROM {s}.jobs WHERE id IN (SELECT id FROM {s}.jobs"
+            " WHERE status = ANY(%(statuses)s)"
+            " AND finished_at < now() - %(age)s * interval '1 second' LIMIT %(batch)s)"
+        )
+        total = 0
+        while True:
+            n = self.conn.execute(query, {"statuses": list(statuses), "age": older_than_s, "batch": batch}).rowcount
+            total += n
+            if n < batch:
+                return total
+
     def cancel(self, ids: Iterable[int]) -> int:
         query = self._q(
             "UPDATE {s}.jobs SET status = 'cancelled', finished_at = now() WHERE id = ANY(%s) AND status = 'queued'"
