@@ -41,7 +41,8 @@ EOF
 
 echo "==> virtualenv $root$PREFIX/venv"
 venv=$root$PREFIX/venv
-"$PYTHON" -m venv "$venv"
+# A reinstall upgrades the package in the existing venv.
+[ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
 # Build from a copy: pip's in-tree build would write build/ into a checkout others are using.
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT

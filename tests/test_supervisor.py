@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from configparser import RawConfigParser
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,30 +69,35 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
-class Supervisor:
-    """One supervisord on the shipped configuration, its files under `root`."""
+def checkout_env(env: dict[str, str], root: Path) -> dict[str, str]:
+    """`env` plus the locations supervisord.conf needs, as a checkout sets them."""
+    return {
+        **env,
+        "WORKERPOOL_RUNTIME_DIR": str(root / "run"),
+        "WORKERPOOL_LOG_DIR": str(root / "log"),
+        "WORKERPOOL_BIN_DIR": str(BIN),
+        "WORKERPOOL_HEALTH_CONF": str(HEALTH_CONF),
+        "WORKERPOOL_HEALTH_BIND": f"127.0.0.1:{free_port()}",
+    }
 
-    def __init__(self, env: dict[str, str], root: Path) -> None:
+
+class Supervisor:
+    """One supervisord on the shipped configuration, in the environment `env` (nothing else)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
         self.marker = uuid.uuid4().hex
-        self.run_dir = root / "run"
-        self.log_dir = root / "log"
-        self.health_bind = f"127.0.0.1:{free_port()}"
-        self.env = {
-            **env,
-            "WORKERPOOL_RUNTIME_DIR": str(self.run_dir),
-            "WORKERPOOL_LOG_DIR": str(self.log_dir),
-            "WORKERPOOL_BIN_DIR": str(BIN),
-            "WORKERPOOL_HEALTH_CONF": str(HEALTH_CONF),
-            "WORKERPOOL_HEALTH_BIND": self.health_bind,
-            MARKER: self.marker,
-        }
+        self.env = {**env, MARKER: self.marker}
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_dir(self) -> Path:
+        return Path(self.env["WORKERPOOL_LOG_DIR"])
 
     def start(self, command: list[str] | None = None, **overrides: str) -> Supervisor:
         """Start supervisord in the foreground (or `command`, e.g. the unit's ExecStart)."""
         self.env.update(overrides)
-        for d in (self.run_dir, self.log_dir):
-            d.mkdir(mode=0o700, exist_ok=True)
+        Path(self.env["WORKERPOOL_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
         with open(self.log_dir / "supervisord.out", "ab") as out:
             self.proc = subprocess.Popen(
                 command or [str(BIN / "supervisord"), "-n", "-c", str(CONF)],
@@ -143,8 +149,9 @@ class Supervisor:
             return set()
 
     def health(self) -> tuple[int, dict[str, Any]]:
+        url = f"http://{self.env['WORKERPOOL_HEALTH_BIND']}/health"
         try:
-            with urllib.request.urlopen(f"http://{self.health_bind}/health", timeout=5) as response:
+            with urllib.request.urlopen(url, timeout=5) as response:
                 return response.status, orjson.loads(response.read())
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read())
@@ -164,7 +171,12 @@ class Supervisor:
         assert self.proc is not None
         result = self.ctl("shutdown")
         assert result.returncode == 0, result.stdout + result.stderr
-        assert self.proc.wait(90) == 0
+        self.wait_gone()
+
+    def wait_gone(self, timeout: float = 90) -> None:
+        """supervisord exits 0 and every process of the test is gone."""
+        assert self.proc is not None
+        assert self.proc.wait(timeout) == 0
         wait_until(lambda: not self.processes(), 30, 0.25, "every process of the test to exit")
 
     def kill_leftovers(self) -> None:
@@ -178,15 +190,21 @@ class Supervisor:
             self.proc.wait(30)
 
 
-@pytest.fixture
-def supervisor(env: dict[str, str], tmp_path: Path) -> Iterator[Supervisor]:
-    sup = Supervisor(env, tmp_path)
+@contextmanager
+def supervised(sup: Supervisor) -> Iterator[Supervisor]:
+    """Shut `sup` down at the end, proving nothing is left; kill the leftovers if that fails."""
     try:
         yield sup
         if sup.proc is not None and sup.proc.poll() is None:
             sup.shutdown()
     finally:
         sup.kill_leftovers()
+
+
+@pytest.fixture
+def supervisor(env: dict[str, str], tmp_path: Path) -> Iterator[Supervisor]:
+    with supervised(Supervisor(checkout_env(env, tmp_path))) as sup:
+        yield sup
 
 
 def alive(pids: set[int]) -> set[int]:
@@ -201,8 +219,9 @@ def running(sql: Any, n: int) -> bool:
     return sql("SELECT count(*) FROM workerpool.jobs WHERE status = 'running'")[0][0] == n
 
 
-def test_status_stop_start_restart_and_hup_lose_no_job(supervisor: Supervisor, env, sql) -> None:
-    sup = supervisor.start()
+def test_status_stop_start_restart_hup_and_sigkill_lose_no_job(supervisor: Supervisor, env, sql) -> None:
+    # A short lease: the jobs of the SIGKILLed master come back within seconds.
+    sup = supervisor.start(WORKERPOOL_LEASE_SECONDS="4")
     master = sup.wait_running()
     status = sup.status()
     assert re.fullmatch(r"pid \d+, uptime \d+:\d\d:\d\d", status[MASTER][1])
@@ -240,21 +259,18 @@ def test_status_stop_start_restart_and_hup_lose_no_job(supervisor: Supervisor, e
     runs = executions(sql)
     assert all(len(runs[i]) == 1 for i in first + waiting + rolled)
 
-
-def test_sigkilled_master_is_restarted_and_its_jobs_rescued(supervisor: Supervisor, env, sql) -> None:
-    sup = supervisor.start(WORKERPOOL_LEASE_SECONDS="4")
-    master = sup.wait_running()
-    ids = enqueue(env, "record", [{"seconds": 3}, {"seconds": 3}])
-    wait_until(lambda: len(executions(sql)) == 2, 30, what="both jobs running")
+    # A SIGKILLed master takes its children along (PR_SET_PDEATHSIG) and supervisord starts a
+    # new one, which rescues the jobs they held once their leases expire.
+    held = enqueue(env, "record", [{"seconds": 3}, {"seconds": 3}])
+    wait_until(lambda: all(i in executions(sql) for i in held), 30, what="both jobs running")
     orphans = sup.children(master)
     os.kill(master, signal.SIGKILL)
-    # The children die with the master (PR_SET_PDEATHSIG); supervisord starts a new one.
     wait_until(lambda: not alive(orphans), 10, what="the old children to die")
     wait_until(lambda: sup.state(MASTER) == "RUNNING" and sup.master_pid() != master, 60, what="a new master")
-    wait_until(lambda: succeeded(sql, ids), 60, what="the orphaned jobs rescued and done")
-    assert {r["attempts"] for r in job_rows(sql, ids).values()} == {2}
+    wait_until(lambda: succeeded(sql, held), 60, what="the orphaned jobs rescued and done")
+    assert {r["attempts"] for r in job_rows(sql, held).values()} == {2}
     runs = executions(sql)
-    for i in ids:
+    for i in held:
         (first_pid, _), (second_pid, _) = runs[i]
         assert first_pid in orphans and second_pid not in orphans
 
@@ -278,10 +294,12 @@ def test_job_longer_than_the_grace_is_requeued_on_stop_and_runs_after_start(supe
 def test_stopasgroup_lets_both_children_finish_their_jobs(supervisor: Supervisor, env, sql) -> None:
     """Shared case C-08: children get TERM from supervisord and from the master; jobs still finish."""
     assert read_conf().getboolean("program:workerpool", "stopasgroup")
-    sup = supervisor.start()  # the env fixture's 2 children
-    master = sup.wait_running()
     ids = enqueue(env, "sleep", [{"seconds": 8}, {"seconds": 8}])
+    sup = supervisor.start()  # the env fixture's 2 children
     wait_until(lambda: running(sql, 2), 30, what="both jobs running")
+    master = sup.wait_running()
+    # The jobs began within a few seconds of the spawn, RUNNING comes 5 s after it: they are mid-run.
+    assert running(sql, 2)
     result = sup.ctl("stop", "workerpool")
     assert result.returncode == 0, result.stdout
     rows = job_rows(sql, ids)
