@@ -109,6 +109,10 @@ class NodeSystem(ProcessPerWorker):
         argv = ["node", str(NODE_DIR / "worker.mjs"), self.name, run.dsn, str(run.record_dir)]
         return argv + (["stamp"] if run.stamp else [])
 
+    def worker_env(self, run: Run) -> dict[str, str]:
+        # graphile-worker builds its per-job success line before any logger could drop it.
+        return {**super().worker_env(run), "NO_LOG_SUCCESS": "1"}
+
 
 class Graphile(NodeSystem):
     name = "graphile"
