@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import psutil
 import pytest
-from conftest import BIN, ROOT, enqueue, executions, job_rows, wait_until
+from conftest import BIN, ROOT, _group_members, enqueue, executions, job_rows, wait_until
 
 CONF = ROOT / "supervisord.conf"
 HEALTH_CONF = ROOT / "health_app" / "gunicorn.conf.py"
@@ -56,17 +56,6 @@ def marked_processes(marker: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
-
-
-def group_members(pgid: int) -> list[int]:
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            continue
-    return members
 
 
 def checkout_env(env: dict[str, str], root: Path) -> dict[str, str]:
@@ -226,7 +215,7 @@ def test_status_stop_start_restart_hup_and_sigkill_lose_no_job(supervisor: Super
     status = sup.status()
     assert re.fullmatch(r"pid \d+, uptime \d+:\d\d:\d\d", status[MASTER][1])
     assert re.fullmatch(r"pid \d+, uptime \d+:\d\d:\d\d", status[HEALTH][1])
-    assert sup.health()[0] == 200
+    wait_until(lambda: sup.health()[0] == 200, 30, 0.25, "/health 200")
 
     # stop drains: the running jobs finish, once, and nothing of the pool is left.
     first = enqueue(env, "record", [{"seconds": 3}, {"seconds": 3}])
@@ -235,7 +224,7 @@ def test_status_stop_start_restart_hup_and_sigkill_lose_no_job(supervisor: Super
     assert result.returncode == 0, result.stdout
     assert sup.state(MASTER) == "STOPPED"
     assert {r["status"] for r in job_rows(sql, first).values()} == {"succeeded"}
-    assert not group_members(master)
+    assert not _group_members(master)
 
     # start resumes, with the jobs enqueued meanwhile.
     waiting = enqueue(env, "record", [{} for _ in range(4)])
@@ -306,7 +295,7 @@ def test_stopasgroup_lets_both_children_finish_their_jobs(supervisor: Supervisor
     assert [(r["status"], r["attempts"]) for r in rows.values()] == [("succeeded", 1)] * 2
     assert [line for line in sup.pool_log() if line["level"] in ("error", "critical")] == []
     assert sup.state(MASTER) == "STOPPED"
-    assert not group_members(master)
+    assert not _group_members(master)
 
 
 def test_unparsable_children_ends_fatal_not_in_a_restart_loop(supervisor: Supervisor) -> None:
@@ -323,6 +312,6 @@ def test_unparsable_children_ends_fatal_not_in_a_restart_loop(supervisor: Superv
     assert "WORKERPOOL_CHILDREN='abc'" in pool_log
     assert "child started" not in pool_log
     # The health app keeps running, to report the pool down.
-    assert sup.state(HEALTH) == "RUNNING"
+    sup.wait_state(HEALTH, "RUNNING")
     status, body = sup.health()
     assert status == 503 and body["master"]["alive"] is False
