@@ -31,7 +31,7 @@ case $PREFIX in /*) ;; *) die "PREFIX must be an absolute path, not '$PREFIX'" ;
 [ -f "$src/health_app/gunicorn.conf.py" ] || die "$src/health_app/gunicorn.conf.py is missing"
 
 "$PYTHON" - <<'EOF' || die "PYTHON=$PYTHON cannot serve the unit: set PYTHON to a system Python 3.11+ with venv"
-import os, sys, venv  # venv: Debian ships it apart, as python3-venv
+import ensurepip, os, sys, venv  # Debian ships the last two apart: apt-get install python3-venv
 home = os.path.realpath(sys.base_prefix)
 if sys.version_info < (3, 11):
     sys.exit(f"Python {sys.version.split()[0]} is older than 3.11")
