@@ -39,6 +39,10 @@ _TASK = struct.Struct("64s")
 _TASK_OFFSET = 88
 _HELD_OFFSET = 152
 _ID = struct.Struct("q")
+# The per-job writes, each one pack over fields that sit side by side.
+_JOB, _JOB_OFFSET = struct.Struct("qdd"), 8  # job_id, job_started, job_timeout
+_COUNTERS, _COUNTERS_OFFSET = struct.Struct("QQ"), 32  # jobs_done, jobs_failed
+_DONE_N, _DONE_N_OFFSET = struct.Struct("I"), 84
 SIZE = _HELD_OFFSET + 8 * MAX_HELD
 
 
@@ -74,18 +78,15 @@ class Board:
         return st.unpack_from(self.mem, off)[0]
 
     def start_job(self, job_id: int, task: str, started: float, timeout: float | None) -> None:
-        self.set("job_id", job_id)
         _TASK.pack_into(self.mem, _TASK_OFFSET, task.encode()[:64])
-        self.set("job_started", started)
-        self.set("job_timeout", timeout or 0.0)
-        self.set("state", BUSY)
+        _JOB.pack_into(self.mem, _JOB_OFFSET, job_id, started, timeout or 0.0)
+        self.mem[0] = BUSY
 
-    def end_job(self, failed: bool) -> None:
-        self.set("state", IDLE)
-        self.set("done_n", self.get("done_n") + 1)
-        self.set("jobs_done", self.get("jobs_done") + 1)
-        if failed:
-            self.set("jobs_failed", self.get("jobs_failed") + 1)
+    def end_job(self, jobs_done: int, jobs_failed: int, done_n: int) -> None:
+        """The job is over: the counters (kept by the child) and the batch position."""
+        self.mem[0] = IDLE
+        _COUNTERS.pack_into(self.mem, _COUNTERS_OFFSET, jobs_done, jobs_failed)
+        _DONE_N.pack_into(self.mem, _DONE_N_OFFSET, done_n)
 
     def hold(self, ids: list[int]) -> None:
         """Record a freshly claimed batch (or an empty one once it is all recorded)."""

@@ -8,6 +8,7 @@ the rest, exit" however often it arrives. It never outlives the master.
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
 import os
@@ -56,6 +57,9 @@ class Child:
         self.backoff = Backoff()
         self.born = time.time()
         self.avg_duration = 0.0
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.done_n = 0  # jobs of the current batch finished but not yet recorded
         self.wake_r, self.wake_w = os.pipe()
         self.stats: dict[str, list[float]] = {}
         jitter = config.max_jobs_per_child_jitter
@@ -192,9 +196,14 @@ class Child:
         assert self.queue is not None
         jobs = self.queue.claim(self.token, self.claim_size(), self.config.lease_seconds, self.config.queues)
         if jobs:
-            self.board.hold([job.id for job in jobs])
+            self.hold(jobs)
             self.board.set("last_claim", time.time())
         return jobs
+
+    def hold(self, jobs: list[Job]) -> None:
+        """Show the master the jobs this child holds now (none finished yet)."""
+        self.done_n = 0
+        self.board.hold([job.id for job in jobs])
 
     def run_batch(self, jobs: list[Job]) -> None:
         results: list[Result] = []
@@ -243,7 +252,10 @@ class Child:
             tasks.set_current_job(None)
         duration = time.time() - started
         self.avg_duration = duration if not self.avg_duration else 0.8 * self.avg_duration + 0.2 * duration
-        self.board.end_job(failed=outcome != "succeeded")
+        self.jobs_done += 1
+        self.jobs_failed += outcome != "succeeded"
+        self.done_n += 1
+        self.board.end_job(self.jobs_done, self.jobs_failed, self.done_n)
         self.count(job.task, outcome, duration)
         self.log_job(job, outcome, duration, error)
         return Result(job.id, outcome, value, error)  # type: ignore[arg-type]
@@ -254,7 +266,7 @@ class Child:
 
     def after_job(self) -> None:
         """Decide, between jobs, whether this child should be replaced."""
-        if self.max_jobs is not None and self.board.get("jobs_done") >= self.max_jobs:
+        if self.max_jobs is not None and self.jobs_done >= self.max_jobs:
             self.request_recycle("max_jobs")
             return
         limit = self.config.max_memory_mb
@@ -283,7 +295,7 @@ class Child:
         self.record(results)
         assert self.queue is not None
         self.with_retry(lambda q: q.give_back(self.token, [job.id for job in unstarted]))
-        self.board.hold([])
+        self.hold([])
 
     def record(self, results: list[Result], still_held: list[Job] | None = None) -> None:
         if results:
@@ -295,7 +307,7 @@ class Child:
                     "lost the lease on some jobs before recording them; another worker re-ran them",
                     extra={"lost": len(results) - written},
                 )
-        self.board.hold([job.id for job in still_held or []])
+        self.hold(still_held or [])
         self.send_stats()
 
     def with_retry(self, action: Any) -> Any:
@@ -332,10 +344,9 @@ class Child:
             entry = self.stats[task] = [0.0] * (4 + len(DURATION_BUCKETS))
         entry[("succeeded", "retry", "dead").index(outcome)] += 1
         entry[3] += duration
-        for i, bound in enumerate(DURATION_BUCKETS):
-            if duration <= bound:
-                entry[4 + i] += 1
-                break
+        bucket = bisect.bisect_left(DURATION_BUCKETS, duration)
+        if bucket < len(DURATION_BUCKETS):  # longer ones count only in the total (+Inf)
+            entry[4 + bucket] += 1
 
     def send_stats(self) -> None:
         """Hand counters to the master; dropped rather than blocking if it lags."""

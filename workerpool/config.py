@@ -182,7 +182,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         children=children,
         queues=r.names("WORKERPOOL_QUEUES"),
         poll_interval=r.seconds("WORKERPOOL_POLL_INTERVAL", 1.0, 0.01, 3600),
-        batch_size=r.integer("WORKERPOOL_BATCH_SIZE", 100, 1, MAX_HELD),
+        batch_size=r.integer("WORKERPOOL_BATCH_SIZE", 500, 1, MAX_HELD),
         shutdown_timeout=r.seconds("WORKERPOOL_SHUTDOWN_TIMEOUT", 30.0, 0, 86400),
         lease_seconds=lease,
         job_timeout=r.seconds("WORKERPOOL_JOB_TIMEOUT", None, 0.1, 31 * 86400, optional=True),

@@ -33,6 +33,8 @@ class Task:
     max_attempts: int | None
     timeout: float | None
     signature: inspect.Signature
+    required: frozenset[str]  # keyword arguments without a default
+    accepted: frozenset[str] | None  # every keyword it takes; None when it takes **kwargs
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,9 @@ def task(
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         task_name = name or f"{func.__module__}.{func.__qualname__}"
+        signature = inspect.signature(func)
+        keywords = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
         REGISTRY[task_name] = Task(
             name=task_name,
             fn=func,
@@ -73,7 +78,12 @@ def task(
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
-            signature=inspect.signature(func),
+            signature=signature,
+            # A positional-only argument can never come from a payload: keep such a task on the
+            # slow path, where Signature.bind explains the mismatch.
+            required=frozenset(p.name for p in keywords if p.default is p.empty)
+            | {f"/{p.name}" for p in signature.parameters.values() if p.kind == p.POSITIONAL_ONLY},
+            accepted=None if takes_kwargs else frozenset(p.name for p in keywords),
         )
         return func
 
@@ -106,6 +116,9 @@ def bind(task_: Task, payload: Any) -> dict[str, Any]:
         raise NonRetryableError(
             f"payload must be a JSON object of keyword arguments for {task_.name!r}, got {type(payload).__name__}"
         )
+    keys = payload.keys()
+    if task_.required <= keys and (task_.accepted is None or keys <= task_.accepted):
+        return payload  # the common case, checked without building a BoundArguments
     try:
         task_.signature.bind(**payload)
     except TypeError as exc:
