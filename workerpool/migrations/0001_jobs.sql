@@ -22,10 +22,13 @@ CREATE TABLE {schema}.jobs (
 
 -- Only claimable rows are indexed, so claiming stays fast however many finished rows pile up.
 CREATE INDEX jobs_claimable ON {schema}.jobs (priority, run_at, id) WHERE status = 'queued';
--- Listing by status (`workerpool jobs --status dead`), and the running rows that lease rescue
--- and release look through. Succeeded jobs, the bulk of the table, stay out of it, so the
--- completion every job makes writes no entry here; listing them walks the primary key.
-CREATE INDEX jobs_listing ON {schema}.jobs (status, id) WHERE status <> 'succeeded';
+-- A child's running jobs by its token: completion, release and renewal are fenced by it, and
+-- without this index the planner walks every running row (dead versions included) to find them.
+CREATE INDEX jobs_leased ON {schema}.jobs (locked_by) WHERE status = 'running';
+-- Listing dead and cancelled jobs (`workerpool jobs --status dead`); queued and running ones
+-- are found through the two indexes above, succeeded ones (the bulk) by walking the primary
+-- key. Claims and completions, the writes every job makes, add no entry here.
+CREATE INDEX jobs_listing ON {schema}.jobs (status, id) WHERE status IN ('dead', 'cancelled');
 
 -- One notification per statement, not per row, so a bulk enqueue wakes the pool once.
 CREATE FUNCTION {schema}.notify_jobs() RETURNS trigger LANGUAGE plpgsql AS $$
