@@ -96,6 +96,21 @@ def test_stop_timeouts_nest_pool_grace_stopwaitsecs_timeoutstopsec() -> None:
     assert pool_wait + health_wait < stop_timeout  # even if supervisord stopped them in turn
 
 
+def test_env_example_documents_every_variable_with_its_default() -> None:
+    text = ENV_EXAMPLE.read_text()
+    sources = [*(ROOT / "workerpool").glob("*.py"), *(ROOT / "health_app").glob("*.py")]
+    read = {name for path in sources for name in re.findall(r"WORKERPOOL_[A-Z_]*[A-Z]", path.read_text())}
+    documented = set(re.findall(r"^#?(WORKERPOOL_[A-Z_]+)=", text, re.MULTILINE))
+    assert read - documented == set()
+    # A commented-out line shows the default: setting it changes nothing. Not so for the unit's
+    # locations, nor for the number of children, whose default is the machine's CPU count.
+    base = {"WORKERPOOL_DSN": "postgresql://localhost/db"}
+    skip = {assignment.split("=", 1)[0] for assignment in service("Environment")} | {"WORKERPOOL_CHILDREN"}
+    for name, value in re.findall(r"^#(WORKERPOOL_[A-Z_]+)=(.*)$", text, re.MULTILINE):
+        if name not in skip:
+            assert load_config({**base, name: value}) == load_config(base), f"#{name}={value}"
+
+
 def localize(text: str, root: Path) -> str:
     """`text` with the installed locations replaced: the checkout's files, `root` for the rest."""
     places = {
