@@ -112,6 +112,10 @@ class Verdict:
     unaccounted: list[int] = field(default_factory=list)
     unexplained: list[int] = field(default_factory=list)
     succeeded_without_run: list[int] = field(default_factory=list)
+    # Attempts beyond the recorded runs: not a failure (counting too much loses nothing), but
+    # each one brings a job closer to `dead` without it having run.
+    extra_attempts: int = 0
+    jobs_with_extra_attempts: int = 0
 
     @property
     def failures(self) -> list[str]:
@@ -503,6 +507,9 @@ def judge(dsn: str, feeder: Feeder, faults: list[Fault], log_path: Path) -> Verd
         if status == "succeeded" and not job_runs:
             v.succeeded_without_run.append(job_id)
         v.max_runs = max(v.max_runs, len(job_runs))
+        if attempts > len(job_runs):
+            v.extra_attempts += attempts - len(job_runs)
+            v.jobs_with_extra_attempts += 1
         # Every run must have had an attempt of its own: never more runs than attempts, and
         # no attempt number seen by two runs.
         if len(job_runs) > attempts or len({r.attempt for r in job_runs}) < len(job_runs):
@@ -692,6 +699,8 @@ class Run:
             "unaccounted": len(v.unaccounted),
             "unexplained": len(v.unexplained),
             "succeeded_without_run": len(v.succeeded_without_run),
+            "extra_attempts": v.extra_attempts,
+            "jobs_with_extra_attempts": v.jobs_with_extra_attempts,
             "faults": {kind: kinds[kind] for kind in RATES},
             "pg_restart_modes": dict(self.db.modes),
             "faults_skipped": dict(self.skipped),
@@ -737,6 +746,8 @@ def print_report(r: dict[str, Any]) -> None:
         f"    with a run no attempt counts {r['unaccounted']}"
         + (f"  ({given_back} released by the master with 'attempt not counted')" if given_back else ""),
         f"  succeeded, never ran   {r['succeeded_without_run']}",
+        f"  attempts with no run   {r['extra_attempts']} on {r['jobs_with_extra_attempts']} jobs"
+        "  (counted, not run: rescued unstarted, or failed before recording)",
         f"  faults injected        {faults}",
         f"    pg restarts              {modes or 'none'}",
         f"    child kills scheduled just after PostgreSQL came back: {r['aftershocks']}",
