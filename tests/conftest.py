@@ -273,3 +273,20 @@ def outage_env(private_pg: Any, tmp_path: Path, env: dict[str, str]) -> dict[str
             " started_at timestamptz NOT NULL DEFAULT clock_timestamp())"
         )
     return {**env, "WORKERPOOL_DSN": dsn}
+
+
+@pytest.fixture
+def health(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    from health_harness import HealthApp
+
+    app = HealthApp(env, tmp_path / "health.log")
+    yield app
+    app.cleanup()
+
+
+@pytest.fixture
+def supervisor(env: dict[str, str], tmp_path: Path) -> Iterator[Any]:
+    from supervisor_harness import Supervisor, checkout_env, supervised
+
+    with supervised(Supervisor(checkout_env(env, tmp_path))) as sup:
+        yield sup

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from test_supervisor import CONF, HEALTH_CONF
+from supervisor_harness import CONF, HEALTH_CONF
 from test_systemd import ENV_EXAMPLE, UNIT, executables, verify
 
 PREFIX = "/opt/workerpool-test"  # not the default: the unit and the example must follow it

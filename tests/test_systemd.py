@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, ROOT, wait_until
-from test_supervisor import CONF, HEALTH_CONF, MASTER, Supervisor, free_port, read_conf, supervised
+from supervisor_harness import CONF, HEALTH_CONF, MASTER, Supervisor, free_port, read_conf, supervised
 
 from workerpool.config import load_config
 
