@@ -80,8 +80,8 @@ class Supervisor:
     def start(self, command: list[str] | None = None, **overrides: str) -> Supervisor:
         """Start supervisord in the foreground (or `command`, e.g. the unit's ExecStart)."""
         self.env.update(overrides)
-        Path(self.env["WORKERPOOL_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
-        self.log_dir.mkdir(exist_ok=True)
+        Path(self.env["WORKERPOOL_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / "supervisord.out", "ab") as out:
             self.proc = subprocess.Popen(
                 command or [str(BIN / "supervisord"), "-n", "-c", str(CONF)],
@@ -140,12 +140,25 @@ class Supervisor:
         except urllib.error.HTTPError as exc:
             return exc.code, orjson.loads(exc.read())
 
+    def health_when(self, code: int, timeout: float = 60) -> tuple[int, dict[str, Any]]:
+        """Poll /health (gunicorn may not listen yet) until it answers `code`."""
+
+        def answer() -> tuple[int, dict[str, Any]] | None:
+            try:
+                got = self.health()
+            except OSError:
+                return None
+            return got if got[0] == code else None
+
+        return wait_until(answer, timeout, 0.25, f"/health {code}")
+
     def pool_log(self) -> list[dict[str, Any]]:
         lines = (self.log_dir / "workerpool.log").read_bytes().splitlines()
         return [orjson.loads(line) for line in lines if line.startswith(b"{")]
 
     def supervisord_log(self) -> str:
-        return (self.log_dir / "supervisord.log").read_text()
+        path = self.log_dir / "supervisord.log"
+        return path.read_text() if path.exists() else ""  # supervisord may not have written it yet
 
     def processes(self) -> list[psutil.Process]:
         return marked_processes(self.marker)
