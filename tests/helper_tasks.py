@@ -95,3 +95,13 @@ def hog(mb: float, seconds: float) -> None:
         block[i] = 1
     _hoard.append(block)
     time.sleep(seconds)
+
+
+@task(name="nul_result")
+def nul_result() -> dict[str, str]:
+    return {"text": "before\x00after"}
+
+
+@task(name="nul_error")
+def nul_error() -> None:
+    raise NonRetryableError("bad byte \x00 in here")

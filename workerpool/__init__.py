@@ -15,13 +15,12 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 import psycopg
 
 __version__ = "0.1.0"
 
 from workerpool.config import EnqueueSettings, load_enqueue_settings  # noqa: E402
-from workerpool.queue import NewJob, Queue  # noqa: E402
+from workerpool.queue import NewJob, Queue, to_jsonb  # noqa: E402
 from workerpool.tasks import (  # noqa: E402
     REGISTRY,
     JobContext,
@@ -74,10 +73,13 @@ def new_job(
 ) -> NewJob:
     """Validate one job, serialize its payload, and fill its defaults from its task."""
     registered = REGISTRY.get(name)
+    for what, text in (("task name", name), ("queue name", queue or "")):
+        if not text.isprintable():
+            raise PayloadError(f"{what} {text!r} has control characters")
     try:
-        payload_json = orjson.dumps(payload)
-    except TypeError as exc:
-        raise PayloadError(f"payload for {name!r} is not JSON-serializable: {exc}") from None
+        payload_json = to_jsonb(payload)
+    except ValueError as exc:
+        raise PayloadError(f"payload for {name!r} {exc}") from None
     if len(payload_json) > settings.max_payload_bytes:
         raise PayloadError(
             f"payload for {name!r} is {len(payload_json)} bytes, "

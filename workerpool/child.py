@@ -28,7 +28,7 @@ from workerpool.board import IDLE, STARTING, STOPPING, Board
 from workerpool.config import Config
 from workerpool.db import Backoff, connect, scrub
 from workerpool.memory import MIB, measure, rss_self
-from workerpool.queue import Job, Queue, Result
+from workerpool.queue import Job, Queue, Result, storable_text, to_jsonb
 from workerpool.tasks import JobTimeout, NonRetryableError
 
 log = logging.getLogger("workerpool.child")
@@ -299,9 +299,13 @@ class Child:
 
     def record(self, results: list[Result], still_held: list[Job] | None = None) -> None:
         if results:
-            written = self.with_retry(
-                lambda q: q.complete(self.token, results, self.config.retry_backoff, self.config.retry_backoff_max)
-            )
+            try:
+                written = self.with_retry(lambda q: self.complete(q, results))
+            except psycopg.Error as exc:
+                # The database refused the batch (not a lost connection): one outcome it cannot
+                # store must not hold back the others, so each is written on its own.
+                log.error("the database refused a batch of outcomes; writing them one by one", exc_info=exc)
+                written = sum(self.with_retry(lambda q, r=r: self.complete_alone(q, r)) for r in results)
             if written < len(results):
                 log.warning(
                     "lost the lease on some jobs before recording them; another worker re-ran them",
@@ -309,6 +313,19 @@ class Child:
                 )
         self.hold(still_held or [])
         self.send_stats()
+
+    def complete(self, queue: Queue, results: list[Result]) -> int:
+        return queue.complete(self.token, results, self.config.retry_backoff, self.config.retry_backoff_max)
+
+    def complete_alone(self, queue: Queue, result: Result) -> int:
+        """Write one outcome; if the database refuses it, the job is dead with the reason."""
+        try:
+            return self.complete(queue, [result])
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            error = storable_text(f"the database refused this job's outcome: {type(exc).__name__}: {exc}")
+            return self.complete(queue, [Result(result.id, "dead", None, error)])
 
     def with_retry(self, action: Any) -> Any:
         """Run a write until it lands: outcomes computed during an outage are not dropped."""
@@ -364,9 +381,9 @@ class Child:
 
 def _to_json(value: Any) -> bytes:
     try:
-        return orjson.dumps(value)
-    except TypeError as exc:
-        raise NonRetryableError(f"the task's result is not JSON-serializable: {exc}") from None
+        return to_jsonb(value)
+    except ValueError as exc:
+        raise NonRetryableError(f"the task's result {exc}") from None
 
 
 def _describe(exc: BaseException) -> str:
@@ -375,7 +392,7 @@ def _describe(exc: BaseException) -> str:
         text = "".join(traceback.format_exception(exc))
     except Exception:
         text = f"{type(exc).__name__} (its message could not be formatted)"
-    return text[-8000:]
+    return storable_text(text[-8000:])
 
 
 def start(config: Config, slot: int, token: str, board: Board, master_pid: int, stats_fd: int) -> int:

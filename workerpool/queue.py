@@ -11,6 +11,7 @@ stopping with a claimed batch, an orderly stop running out of time) get the atte
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,6 +61,25 @@ class NewJob:
     run_at: dt.datetime | None = None
     max_attempts: int = 5
     timeout: float | None = None
+
+
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def to_jsonb(value: Any) -> bytes:
+    """`value` as JSON that PostgreSQL's jsonb accepts, or ValueError saying why not."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:
+        raise ValueError(f"is not JSON-serializable: {exc}") from None
+    if b"\\u0000" in data and _NUL_ESCAPE.search(data):
+        raise ValueError("contains a NUL character (\\u0000), which PostgreSQL's jsonb cannot store")
+    return data
+
+
+def storable_text(value: str) -> str:
+    """`value` without NUL characters, which PostgreSQL's text cannot hold."""
+    return value.replace("\x00", "\\x00")
 
 
 def _copy_text(value: str) -> str:
