@@ -7,8 +7,11 @@ import signal
 import time
 
 import orjson
+import psycopg
 import pytest
 from conftest import cli, enqueue, executions, job_rows, wait_until
+
+import workerpool
 
 
 def finished(sql, ids) -> bool:
@@ -245,3 +248,24 @@ def test_c22_the_password_never_leaks_from_cli_or_pool(env, db, pool, tmp_path):
         else True
     )
     os.environ.pop("WORKERPOOL_DSN", None)
+
+
+def test_c01_family_a_job_a_vanished_pool_never_started_is_not_buried(env, sql, pool_factory):
+    """Attempts are counted at claim for a batch: a lost pool's unstarted last-attempt job still runs."""
+    settings = {"WORKERPOOL_LEASE_SECONDS": "3", "WORKERPOOL_CHILDREN": "1"}
+    first = pool_factory().start(**settings)
+    warm = enqueue(env, "record", [{} for _ in range(50)])  # short jobs: the claims grow into batches
+    wait_until(lambda: finished(sql, warm), 30)
+    with psycopg.connect(env["WORKERPOOL_DSN"]) as conn:  # one commit: one claim takes both
+        long_job, last_try = workerpool.enqueue_many(
+            [{"name": "record", "payload": {"seconds": 30}}, {"name": "record", "payload": {}, "max_attempts": 1}],
+            conn=conn,
+        )
+    wait_until(lambda: executions(sql).get(long_job), 30)
+    assert job_rows(sql, [last_try])[last_try]["status"] == "running"  # held, behind the long job
+    first.kill_all()
+    second = pool_factory().start(**{**settings, "WORKERPOOL_CHILDREN": "2"})  # one for each rescued job
+    wait_until(lambda: job_rows(sql, [last_try])[last_try]["status"] == "succeeded", 30)
+    assert len(executions(sql)[last_try]) == 1
+    second.signal(signal.SIGQUIT)  # the long job need not finish
+    assert second.wait(30) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 
 import psutil
 from conftest import cli, enqueue, executions, job_rows, wait_until
@@ -117,3 +118,13 @@ def test_children_exit_when_the_master_is_killed(pool):
         5,
         what="orphaned children to exit",
     )
+
+
+def test_signals_while_waiting_for_the_database_at_start_do_not_kill_the_master(env, pool):
+    closed = env["WORKERPOOL_DSN"].replace(":5432/", ":1/")
+    pool.start(WORKERPOOL_DSN=closed, WORKERPOOL_START_TIMEOUT="4")
+    wait_until(lambda: psutil.Process(pool.pid).cmdline(), 10)  # the interpreter is up
+    time.sleep(0.5)  # the CLI must be past its imports for this to test the startup wait
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU):
+        pool.signal(sig)
+    assert pool.wait(30) == 69  # it gave up on the database, as documented, not to a signal

@@ -84,9 +84,11 @@ class Board:
 
     def end_job(self, jobs_done: int, jobs_failed: int, done_n: int) -> None:
         """The job is over: the counters (kept by the child) and the batch position."""
+        # Done first, idle second: a child killed in between must not leave a job that ran
+        # looking neither running nor finished (the master would give its attempt back).
+        _DONE_N.pack_into(self.mem, _DONE_N_OFFSET, done_n)
         self.mem[0] = IDLE
         _COUNTERS.pack_into(self.mem, _COUNTERS_OFFSET, jobs_done, jobs_failed)
-        _DONE_N.pack_into(self.mem, _DONE_N_OFFSET, done_n)
 
     def hold(self, ids: list[int]) -> None:
         """Record a freshly claimed batch (or an empty one once it is all recorded)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -251,6 +252,11 @@ def _size(stream: IO[bytes]) -> int:
 @main.command("run")
 def run_cmd() -> None:
     """Run the pool in the foreground until SIGTERM or SIGINT."""
+    # HUP and USR1 terminate a process by default: until the master installs its handlers
+    # (after a wait for the database that can last WORKERPOOL_START_TIMEOUT), a reload or a
+    # resize must not kill it.
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(sig, signal.SIG_IGN)
     from workerpool.logs import setup_logging
     from workerpool.master import Master
 
@@ -264,16 +270,25 @@ def run_cmd() -> None:
     except OSError as exc:
         log.critical(f"WORKERPOOL_RUNTIME_DIR={config.runtime_dir!r} cannot be created: {exc}")
         sys.exit(EX_CONFIG)
-    try:
-        conn = wait_for_database(config.dsn, config.start_timeout, application_name="workerpool-master")
-    except psycopg.OperationalError as exc:
-        log.critical(
-            f"database unreachable after {config.start_timeout:g}s (WORKERPOOL_START_TIMEOUT)",
-            extra={"dsn": config.safe_dsn, "error": scrub(str(exc), config.dsn).strip()},
-        )
-        sys.exit(EX_UNAVAILABLE)
-    with conn:
-        version = current_version(conn, config.schema)
+    deadline = time.monotonic() + config.start_timeout
+    while True:
+        try:
+            conn = wait_for_database(
+                config.dsn, max(0.0, deadline - time.monotonic()), application_name="workerpool-master"
+            )
+            with conn:
+                version = current_version(conn, config.schema)
+            break
+        except psycopg.OperationalError as exc:
+            # The connection can also drop right after it was made (a restart, a network blip).
+            if time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            log.critical(
+                f"database unreachable after {config.start_timeout:g}s (WORKERPOOL_START_TIMEOUT)",
+                extra={"dsn": config.safe_dsn, "error": scrub(str(exc), config.dsn).strip()},
+            )
+            sys.exit(EX_UNAVAILABLE)
     if version < latest_version():
         log.critical(
             f"the schema {config.schema!r} is at version {version}, this workerpool needs "

@@ -76,7 +76,7 @@ class ChildProc:
 class Release:
     token: str
     current: int | None
-    finished: list[int]
+    unstarted: list[int]
     error: str
     count_attempt: bool
 
@@ -113,6 +113,7 @@ class Master:
         self.next_memory = 0.0
         self.next_status = 0.0
         self.warned_born_over = False
+        self.boot_failed = False
         self.spawned = 0
         self.last_claim = 0.0
         self.wake_r, self.wake_w = os.pipe()
@@ -133,6 +134,8 @@ class Master:
                 self.sleep()
                 self.handle_signals()
                 self.reap()
+                if self.boot_failed:
+                    raise Halt("a child could not start (see its error above): fix WORKERPOOL_TASKS", EX_CONFIG)
                 self.read_stats()
                 if self.stopping and not self.children:
                     break
@@ -362,7 +365,8 @@ class Master:
         how = describe_exit(wait_status)
         clean = os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
         if os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == child.EX_BOOT:
-            raise Halt("a child could not start (see its error above): fix WORKERPOOL_TASKS", EX_CONFIG)
+            # Raised by the loop, not here: reap() also runs while stopping after a halt.
+            self.boot_failed = True
         level = logging.INFO if clean else logging.ERROR
         log.log(
             level,
@@ -379,7 +383,7 @@ class Master:
                 Release(
                     token=proc.token,
                     current=snap.job_id,
-                    finished=[i for i in snap.held[: snap.done_n] if i != snap.job_id],
+                    unstarted=[i for i in snap.held[snap.done_n :] if i != snap.job_id],
                     error=error,
                     count_attempt=proc.count_attempt,
                 )
@@ -539,7 +543,7 @@ class Master:
                 rows = queue.release(
                     release.token,
                     current=release.current,
-                    finished=release.finished,
+                    unstarted=release.unstarted,
                     error=release.error,
                     count_attempt=release.count_attempt,
                     backoff=self.config.retry_backoff,

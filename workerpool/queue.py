@@ -215,7 +215,7 @@ class Queue:
         token: str,
         *,
         current: int | None,
-        finished: Sequence[int],
+        unstarted: Sequence[int],
         error: str,
         count_attempt: bool,
         backoff: float,
@@ -225,15 +225,16 @@ class Queue:
 
         The job it was running gets `error`; with `count_attempt` it keeps its attempt
         (a crash) and may go dead, without it the attempt is given back (an orderly stop).
-        Jobs it finished but had not yet recorded run again with their attempt counted;
-        jobs it had not started get their attempt back.
+        Only the jobs its board shows it had not started get their attempt back: any other
+        job still running under its token may have run (finished but not recorded, or an
+        outcome lost with an asynchronous commit), so it runs again with its attempt counted.
         """
-        counted = "(j.id = ANY(%(finished)s) OR (j.id = %(current)s AND %(count)s))"
+        given_back = "(j.id = ANY(%(unstarted)s) OR (j.id IS NOT DISTINCT FROM %(current)s AND NOT %(count)s))"
         dies = "(j.id = %(current)s AND %(count)s AND j.attempts >= j.max_attempts)"
         query = self._q(
             "WITH r AS (UPDATE {s}.jobs AS j SET"
             f" status = CASE WHEN {dies} THEN 'dead' ELSE 'queued' END,"
-            f" attempts = CASE WHEN {counted} THEN j.attempts ELSE j.attempts - 1 END,"
+            f" attempts = CASE WHEN {given_back} THEN j.attempts - 1 ELSE j.attempts END,"
             " last_error = CASE WHEN j.id = %(current)s THEN %(error)s ELSE j.last_error END,"
             " run_at = CASE WHEN j.id = %(current)s AND %(count)s THEN now() + "
             + _BACKOFF
@@ -249,7 +250,7 @@ class Queue:
             {
                 "token": token,
                 "current": current,
-                "finished": list(finished),
+                "unstarted": list(unstarted),
                 "error": error,
                 "count": count_attempt,
                 "backoff": backoff,
@@ -260,13 +261,18 @@ class Queue:
         return [(r[0], r[1]) for r in rows]
 
     def rescue_expired(self) -> list[tuple[int, str]]:
-        """Jobs whose lease ran out (their pool is gone) go back, attempt counted."""
+        """Jobs whose lease ran out (their pool is gone) go back, attempt counted.
+
+        Attempts are counted at claim for a whole batch, so a vanished pool may never have
+        started a job it held: one on its last attempt gets one more rather than going dead
+        unrun; one past it (it took a pool down twice) is dead.
+        """
         query = self._q(
             "WITH r AS (UPDATE {s}.jobs SET"
-            " status = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,"
+            " status = CASE WHEN attempts > max_attempts THEN 'dead' ELSE 'queued' END,"
             " last_error = 'lease expired: the pool running it stopped renewing it'"
             " || ' (lost host or killed master), attempt ' || attempts,"
-            " finished_at = CASE WHEN attempts >= max_attempts THEN now() END,"
+            " finished_at = CASE WHEN attempts > max_attempts THEN now() END,"
             " run_at = now(), started_at = NULL, locked_by = NULL, lease_until = NULL"
             " WHERE status = 'running' AND lease_until < now()"
             " RETURNING id, status)"
