@@ -86,8 +86,12 @@ def test_a_bad_line_exits_65_naming_it_and_enqueues_nothing(env, sql, tmp_path, 
         (["no_such_task", "--payload", "{}"], b"unknown task 'no_such_task'"),
         (["sleep", "--payload", "{}", "--run-at", "tomorrow-ish"], b"--run-at 'tomorrow-ish'"),
         (["sleep", "--payload", '{"x": "' + "y" * 2000 + '"}'], b"over WORKERPOOL_MAX_PAYLOAD_BYTES=1000"),
+        (["sleep", "--payload", "{}"], b"missing a required argument: 'seconds'"),
+        (["sleep", "--payload", '{"seconds": 1, "minutes": 2}'], b"unexpected keyword argument 'minutes'"),
+        (["sleep", "--payload", '"just a string"'], b"must be a JSON object"),
+        (["sleep", "--payload", "[1, 2]"], b"must be a JSON object"),
     ],
-    ids=["invalid-json", "unknown-task", "bad-run-at", "too-large"],
+    ids=["invalid-json", "unknown-task", "bad-run-at", "too-large", "missing-arg", "extra-arg", "string", "list"],
 )
 def test_bad_input_exits_65_with_a_clear_error(env, sql, args, needle):
     result = cli({**env, "WORKERPOOL_MAX_PAYLOAD_BYTES": "1000"}, "enqueue", *args)

@@ -26,6 +26,7 @@ from workerpool.tasks import (  # noqa: E402
     JobContext,
     JobTimeout,
     NonRetryableError,
+    bind,
     current_job,
     task,
 )
@@ -78,13 +79,18 @@ def new_job(
             raise PayloadError(f"{what} {text!r} has control characters")
     try:
         payload_json = to_jsonb(payload)
+        if len(payload_json) > settings.max_payload_bytes:
+            raise ValueError(
+                f"is {len(payload_json)} bytes, over WORKERPOOL_MAX_PAYLOAD_BYTES={settings.max_payload_bytes}"
+            )
+        if registered is not None:  # known here: check the payload fits it now, not at run time
+            bind(registered, payload)
+        elif not isinstance(payload, dict):
+            raise ValueError(f"must be a JSON object (the task's keyword arguments), not {type(payload).__name__}")
+    except NonRetryableError as exc:
+        raise PayloadError(str(exc)) from None
     except ValueError as exc:
         raise PayloadError(f"payload for {name!r} {exc}") from None
-    if len(payload_json) > settings.max_payload_bytes:
-        raise PayloadError(
-            f"payload for {name!r} is {len(payload_json)} bytes, "
-            f"over WORKERPOOL_MAX_PAYLOAD_BYTES={settings.max_payload_bytes}"
-        )
     if isinstance(run_at, (int, float)):
         run_at = dt.timedelta(seconds=run_at)
     if isinstance(run_at, dt.timedelta):

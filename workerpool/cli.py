@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import signal
 import sys
@@ -47,14 +48,12 @@ def get_config(as_log: bool = False) -> Config:
         return load_config()
     except ConfigError as exc:
         if as_log:
-            line = {
-                "time": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds"),
-                "level": "critical",
-                "msg": "configuration error: " + "; ".join(exc.problems),
-                "pid": os.getpid(),
-                "problems": exc.problems,
-            }
-            click.echo(orjson.dumps(line).decode())
+            from workerpool.logs import setup_logging
+
+            setup_logging()  # the defaults: the level and format variables may be the bad ones
+            logging.getLogger("workerpool.master").critical(
+                "configuration error: " + "; ".join(exc.problems), extra={"problems": exc.problems}
+            )
             sys.exit(EX_CONFIG)
         lines = "\n".join(f"  - {p}" for p in exc.problems)
         fail(f"configuration error ({len(exc.problems)} problem(s)):\n{lines}", EX_CONFIG)
@@ -262,8 +261,6 @@ def run_cmd() -> None:
 
     config = get_config(as_log=True)
     setup_logging(config.log_level, config.log_format)
-    import logging
-
     log = logging.getLogger("workerpool.master")
     try:
         os.makedirs(config.runtime_dir, mode=0o700, exist_ok=True)

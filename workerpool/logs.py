@@ -69,6 +69,9 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     for noisy in ("psycopg", "werkzeug"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    # A closed stdout (`workerpool run | head`) must not turn every later line into a
+    # traceback on stderr: the pool goes on, its log lines are dropped.
+    logging.raiseExceptions = False
 
 
 def flush() -> None:
