@@ -105,3 +105,8 @@ def nul_result() -> dict[str, str]:
 @task(name="nul_error")
 def nul_error() -> None:
     raise NonRetryableError("bad byte \x00 in here")
+
+
+@task(name="surrogate_error")
+def surrogate_error() -> None:
+    raise ValueError("bad name \udcff")

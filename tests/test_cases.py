@@ -182,8 +182,11 @@ def test_a_misbehaving_task_gets_a_clear_outcome_and_the_pool_carries_on(env, sq
 
 
 def test_a_task_that_kills_its_child_gets_a_clear_outcome_and_the_pool_carries_on(env, sql, pool):
-    cases = {"hard_exit": "exited with code 7", "segfault": "signal 11", "suicide": "signal 9"}
+    cases = {"hard_exit": "exited with code", "segfault": "signal 11", "suicide": "signal 9"}
     ids = {name: enqueue(env, name, [{}], max_attempts=2)[0] for name in cases}
+    # Exit code 3 is also what a child that cannot import its tasks uses: mid-job it is a crash.
+    ids["exit 3"] = enqueue(env, "hard_exit", [{"code": 3}], max_attempts=2)[0]
+    cases["exit 3"] = "exited with code 3"
     good = enqueue(env, "record", [{} for _ in range(20)])
     pool.start()
     wait_until(lambda: finished(sql, [*ids.values(), *good]), 60)

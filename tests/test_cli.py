@@ -183,3 +183,24 @@ def test_prune_deletes_old_finished_jobs_only(env, sql):
     assert [r[0] for r in sql("SELECT id FROM workerpool.jobs ORDER BY id")] == [2, 3]
     assert b"deleted 1" in cli(env, "prune", "--older-than", "7", "--status", "dead").stdout
     assert [r[0] for r in sql("SELECT id FROM workerpool.jobs")] == [3]
+
+
+def test_an_unwritable_runtime_dir_fails_at_start_with_78(env):
+    result = cli({**env, "WORKERPOOL_RUNTIME_DIR": "/proc/1"}, "run", timeout=30)
+    assert result.returncode == 78
+    assert b"WORKERPOOL_RUNTIME_DIR" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql+psycopg2://u:S3cretPW-test@127.0.0.1/db",
+        "POSTGRESQL://u:S3cretPW-test@127.0.0.1:54x2/db",
+        "postgresql://u:S3cretPW-test@extra@127.0.0.1:54x2/db",
+    ],
+)
+def test_a_dsn_libpq_rejects_is_reported_without_its_password(env, dsn):
+    result = cli({**env, "WORKERPOOL_DSN": dsn}, "jobs", timeout=30)
+    assert result.returncode == 78
+    assert b"WORKERPOOL_DSN" in result.stderr and b"***" in result.stderr
+    assert b"S3cretPW" not in result.stdout + result.stderr

@@ -16,7 +16,7 @@ from workerpool.queue import Queue, Result
 
 
 def test_results_and_errors_with_nul_characters_get_a_clear_outcome(env, sql, pool):
-    bad = enqueue(env, "nul_result", [{}]) + enqueue(env, "nul_error", [{}])
+    bad = enqueue(env, "nul_result", [{}]) + enqueue(env, "nul_error", [{}]) + enqueue(env, "surrogate_error", [{}])
     good = enqueue(env, "record", [{} for _ in range(10)])
     pool.start(WORKERPOOL_CHILDREN="1")
     wait_until(lambda: all(r["status"] in ("succeeded", "dead") for r in job_rows(sql, bad + good).values()), 30)
@@ -24,6 +24,7 @@ def test_results_and_errors_with_nul_characters_get_a_clear_outcome(env, sql, po
     assert (rows[bad[0]]["status"], rows[bad[0]]["attempts"]) == ("dead", 1)
     assert "NUL character" in rows[bad[0]]["last_error"]
     assert rows[bad[1]]["status"] == "dead" and "bad byte \\x00 in here" in rows[bad[1]]["last_error"]
+    assert rows[bad[2]]["status"] == "dead" and "bad name \\udcff" in rows[bad[2]]["last_error"]
     assert all(rows[i]["status"] == "succeeded" and rows[i]["attempts"] == 1 for i in good)
     assert pool.stop() == 0
 

@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _connection: tuple[int, psycopg.Connection] | None = None
+_EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_LATEST = dt.datetime(9000, 1, 1, tzinfo=dt.UTC)
 
 
 class PayloadError(ValueError):
@@ -97,6 +99,14 @@ def new_job(
         run_at = dt.datetime.now(dt.UTC) + run_at
     if run_at is not None and run_at.tzinfo is None:
         raise PayloadError("run_at must be timezone-aware (a naive datetime is ambiguous)")
+    if run_at is not None and not _EARLIEST <= run_at <= _LATEST:
+        raise PayloadError(f"run_at {run_at.isoformat()} is outside {_EARLIEST.year}-{_LATEST.year}")
+    if priority is not None and not -(2**31) <= priority < 2**31:
+        raise PayloadError(f"priority {priority} is outside the 32-bit range")
+    if timeout is not None and not 0 < timeout < 1e9:  # NaN fails too
+        raise PayloadError(f"timeout {timeout!r} must be a positive number of seconds")
+    if max_attempts is not None and not 1 <= max_attempts <= 1000:
+        raise PayloadError(f"max_attempts {max_attempts} must be between 1 and 1000")
     if registered is None:
         return NewJob(
             name,

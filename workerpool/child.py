@@ -40,6 +40,8 @@ FLUSH_SECONDS = 0.005  # finished outcomes wait at most this long to be written
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0)
 _PR_SET_PDEATHSIG = 1
 _REQUEST_CODES = {"memory": 1, "max_jobs": 2, "max_age": 3}
+# What a refused write of outcomes raises: the server's refusal, or a value that cannot be encoded.
+REFUSED = (psycopg.Error, ValueError, TypeError)
 
 
 class Child:
@@ -301,9 +303,11 @@ class Child:
         if results:
             try:
                 written = self.with_retry(lambda q: self.complete(q, results))
-            except psycopg.Error as exc:
-                # The database refused the batch (not a lost connection): one outcome it cannot
-                # store must not hold back the others, so each is written on its own.
+            except REFUSED as exc:
+                if not self.refused(exc):
+                    raise
+                # The batch was refused (not a lost connection): one outcome that cannot be
+                # stored must not hold back the others, so each is written on its own.
                 log.error("the database refused a batch of outcomes; writing them one by one", exc_info=exc)
                 written = sum(self.with_retry(lambda q, r=r: self.complete_alone(q, r)) for r in results)
             if written < len(results):
@@ -321,9 +325,9 @@ class Child:
         """Write one outcome; if the database refuses it, the job is dead with the reason."""
         try:
             return self.complete(queue, [result])
-        except psycopg.OperationalError:
-            raise
-        except psycopg.Error as exc:
+        except REFUSED as exc:
+            if not self.refused(exc):
+                raise
             error = storable_text(f"the database refused this job's outcome: {type(exc).__name__}: {exc}")
             return self.complete(queue, [Result(result.id, "dead", None, error)])
 
@@ -334,7 +338,19 @@ class Child:
                 try:
                     return action(self.queue)
                 except psycopg.OperationalError as exc:
-                    self.lost_connection(exc)
+                    if self.refused(exc):
+                        raise  # retrying cannot help
+                    self.lost_connection(exc)  # an outage, a lock or statement timeout: back off, retry
+
+    def refused(self, exc: BaseException) -> bool:
+        """Whether a failed write can never succeed as it is (unlike an outage or a timeout)."""
+        if isinstance(exc, (ValueError, TypeError)):
+            return True  # the outcome cannot even be encoded
+        if not isinstance(exc, psycopg.OperationalError):
+            return isinstance(exc, psycopg.Error)  # a data error and its kin
+        alive = self.conn is not None and not self.conn.closed and not self.conn.broken
+        # Class 54, program limit exceeded (a result over jsonb's 256 MB), is refused for good.
+        return alive and (exc.sqlstate or "").startswith("54")
 
     # -- reporting --------------------------------------------------------------
 

@@ -117,7 +117,7 @@ def parse_run_at(value: str | None) -> dt.datetime | None:
                 raise ValueError
             return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds)
         when = dt.datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         fail(
             f"--run-at {value!r} is neither ISO 8601 (2026-01-31T09:00:00+00:00) nor +SECONDS",
             EX_DATAERR,
@@ -145,7 +145,9 @@ def load_tasks(config: Config) -> bool:
     help="JSON Lines: one payload per line, one job each ('-' for stdin). All or nothing.",
 )
 @click.option("--queue", default=None, help="Queue name (default: the task's, else 'default').")
-@click.option("--priority", type=int, default=None, help="Lower runs sooner (default 0).")
+@click.option(
+    "--priority", type=click.IntRange(-(2**31), 2**31 - 1), default=None, help="Lower runs sooner (default 0)."
+)
 @click.option("--run-at", default=None, help="ISO 8601 time, or +SECONDS from now.")
 @click.option("--max-attempts", type=click.IntRange(1, 1000), default=None)
 def enqueue_cmd(
@@ -264,6 +266,8 @@ def run_cmd() -> None:
     log = logging.getLogger("workerpool.master")
     try:
         os.makedirs(config.runtime_dir, mode=0o700, exist_ok=True)
+        status.write(os.path.join(config.runtime_dir, ".writable"), {})  # fail now, not at the first publish
+        os.unlink(os.path.join(config.runtime_dir, ".writable"))
     except OSError as exc:
         log.critical(f"WORKERPOOL_RUNTIME_DIR={config.runtime_dir!r} cannot be created: {exc}")
         sys.exit(EX_CONFIG)
@@ -371,7 +375,7 @@ def retry_cmd(job_ids: tuple[int, ...]) -> None:
 
 
 @main.command("prune")
-@click.option("--older-than", type=click.FloatRange(0, min_open=False), required=True, help="Age in days.")
+@click.option("--older-than", type=click.FloatRange(0, 36500), required=True, help="Age in days.")
 @click.option(
     "--status",
     "statuses",
@@ -381,6 +385,8 @@ def retry_cmd(job_ids: tuple[int, ...]) -> None:
 )
 def prune_cmd(older_than: float, statuses: tuple[str, ...]) -> None:
     """Delete finished jobs older than --older-than days, so the table does not grow forever."""
+    if older_than != older_than:  # FloatRange lets NaN through
+        fail("--older-than must be a number of days", 2)
     config = get_config()
     with database(config) as conn:
         require_schema(conn, config)

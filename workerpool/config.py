@@ -105,6 +105,8 @@ class _Reader:
         if value is None or (optional and value.strip() == ""):
             return default
         try:
+            if not value.strip().isascii():  # int() would take "３" or "٣"
+                raise ValueError(value)
             parsed = parse(value.strip())
         except ValueError:
             self.bad(name, value, f"must be {kind} between {lo:g} and {hi:g}")

@@ -47,6 +47,7 @@ HANDLED = (
 TICK = 0.25
 KILL_GRACE = 2.0  # seconds between the TERM and the KILL of a timed-out or recycled child
 STABLE_UPTIME = 10.0  # a child that lived this long resets its slot's crash backoff
+LATE_RELEASE = 3.0  # seconds before a dead child's jobs are looked for again (a claim in flight)
 RECYCLE_REASONS = ("memory", "hard_memory", "max_jobs", "max_age", "timeout", "crash")
 
 
@@ -79,6 +80,8 @@ class Release:
     unstarted: list[int]
     error: str
     count_attempt: bool
+    give_back_all: bool = False
+    due: float = 0.0  # monotonic time before which it waits
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Master:
         self.next_status = 0.0
         self.warned_born_over = False
         self.boot_failed = False
+        self.publish_error: str | None = None
         self.spawned = 0
         self.last_claim = 0.0
         self.wake_r, self.wake_w = os.pipe()
@@ -364,8 +368,9 @@ class Master:
             del self.slots[proc.slot]
         how = describe_exit(wait_status)
         clean = os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == 0
-        if os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == child.EX_BOOT:
-            # Raised by the loop, not here: reap() also runs while stopping after a halt.
+        if snap.state == "starting" and os.WIFEXITED(wait_status) and os.WEXITSTATUS(wait_status) == child.EX_BOOT:
+            # Only before the child's first job: a task may exit with any code. Raised by the
+            # loop, not here: reap() also runs while stopping after a halt.
             self.boot_failed = True
         level = logging.INFO if clean else logging.ERROR
         log.log(
@@ -388,6 +393,10 @@ class Master:
                     count_attempt=proc.count_attempt,
                 )
             )
+            if not clean:
+                self.releases.append(
+                    Release(proc.token, None, [], "", False, give_back_all=True, due=time.monotonic() + LATE_RELEASE)
+                )
             self.flush_releases()
 
     def backoff(self, proc: ChildProc) -> None:
@@ -529,7 +538,11 @@ class Master:
 
     def flush_releases(self, final: bool = False) -> None:
         attempts = 3 if final else 1
-        while self.releases and attempts:
+        while attempts:
+            now = time.monotonic()
+            release = next((r for r in self.releases if final or r.due <= now), None)
+            if release is None:
+                break
             queue = self.db()
             if queue is None:
                 if not final:
@@ -538,7 +551,6 @@ class Master:
                 time.sleep(1)
                 self.db_retry_at = 0
                 continue
-            release = self.releases[0]
             try:
                 rows = queue.release(
                     release.token,
@@ -548,12 +560,13 @@ class Master:
                     count_attempt=release.count_attempt,
                     backoff=self.config.retry_backoff,
                     backoff_max=self.config.retry_backoff_max,
+                    give_back_all=release.give_back_all,
                 )
             except psycopg.Error as exc:
                 self.db_failed(exc)
                 attempts -= 1
                 continue
-            self.releases.pop(0)
+            self.releases.remove(release)
             for job_id, state in rows:
                 log.log(
                     logging.WARNING if job_id == release.current else logging.INFO,
@@ -597,7 +610,17 @@ class Master:
         if now < self.next_status:
             return
         self.next_status = now + 1.0
-        status.write(self.config.status_path, self.snapshot())
+        try:
+            status.write(self.config.status_path, self.snapshot())
+        except OSError as exc:
+            # A full or broken runtime directory blinds the health app; it must not stop the pool.
+            if self.publish_error != str(exc):
+                log.error(
+                    "cannot write the status snapshot", extra={"path": self.config.status_path, "error": str(exc)}
+                )
+            self.publish_error = str(exc)
+        else:
+            self.publish_error = None
 
     def snapshot(self) -> dict[str, Any]:
         children = []

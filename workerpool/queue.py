@@ -11,6 +11,7 @@ stopping with a claimed batch, an orderly stop running out of time) get the atte
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -78,8 +79,8 @@ def to_jsonb(value: Any) -> bytes:
 
 
 def storable_text(value: str) -> str:
-    """`value` without NUL characters, which PostgreSQL's text cannot hold."""
-    return value.replace("\x00", "\\x00")
+    """`value` without NUL characters or lone surrogates, which PostgreSQL's text cannot hold."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
 
 
 def _copy_text(value: str) -> str:
@@ -87,8 +88,15 @@ def _copy_text(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def _loads(data: bytes | str) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:  # jsonb holds numbers orjson refuses, such as 1e309
+        return json.loads(data)
+
+
 def prepare_connection(conn: psycopg.Connection) -> None:
-    set_json_loads(orjson.loads, conn)
+    set_json_loads(_loads, conn)
 
 
 class Queue:
@@ -220,6 +228,7 @@ class Queue:
         count_attempt: bool,
         backoff: float,
         backoff_max: float,
+        give_back_all: bool = False,
     ) -> list[tuple[int, str]]:
         """Put back every job a vanished child held; return (id, new status) pairs.
 
@@ -227,10 +236,15 @@ class Queue:
         (a crash) and may go dead, without it the attempt is given back (an orderly stop).
         Only the jobs its board shows it had not started get their attempt back: any other
         job still running under its token may have run (finished but not recorded, or an
-        outcome lost with an asynchronous commit), so it runs again with its attempt counted.
+        outcome lost with an asynchronous commit), so it runs again with its attempt counted,
+        or is dead if that was its last. `give_back_all` is for a second pass a few seconds
+        later: a claim still in flight when the child died commits under its token after the
+        first pass, and those jobs never reached the child.
         """
-        given_back = "(j.id = ANY(%(unstarted)s) OR (j.id IS NOT DISTINCT FROM %(current)s AND NOT %(count)s))"
-        dies = "(j.id = %(current)s AND %(count)s AND j.attempts >= j.max_attempts)"
+        given_back = (
+            "(%(all)s OR j.id = ANY(%(unstarted)s) OR (j.id IS NOT DISTINCT FROM %(current)s AND NOT %(count)s))"
+        )
+        dies = f"(NOT {given_back} AND j.attempts >= j.max_attempts)"
         query = self._q(
             "WITH r AS (UPDATE {s}.jobs AS j SET"
             f" status = CASE WHEN {dies} THEN 'dead' ELSE 'queued' END,"
@@ -253,6 +267,7 @@ class Queue:
                 "unstarted": list(unstarted),
                 "error": error,
                 "count": count_attempt,
+                "all": give_back_all,
                 "backoff": backoff,
                 "backoff_max": backoff_max,
                 "channel": self.channel,
