@@ -62,7 +62,7 @@ class Workerpool(System):
 
     def settings(self) -> str:
         return (
-            f"`workerpool run`, WORKERPOOL_CHILDREN = workers, defaults otherwise (WORKERPOOL_BATCH_SIZE 100,"
+            f"`workerpool run`, WORKERPOOL_CHILDREN = workers, defaults otherwise (WORKERPOOL_BATCH_SIZE 500,"
             f" poll 1 s), WORKERPOOL_LOG_LEVEL={LOG_LEVEL}; drain task `workerpool.examples.noop`,"
             " latency task `bench.tasks.stamp`"
         )
