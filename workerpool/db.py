@@ -7,7 +7,6 @@ import re
 import time
 
 import psycopg
-from psycopg import sql
 
 # Any scheme, any case; the password runs to the last "@" (an unencoded "@" may be in it).
 _URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^:/@]*:)(.*)(@)")
@@ -81,7 +80,3 @@ def wait_for_database(dsn: str, timeout: float, application_name: str) -> psycop
             if time.monotonic() + delay > deadline:
                 raise
             time.sleep(delay)
-
-
-def ident(name: str) -> sql.Identifier:
-    return sql.Identifier(name)

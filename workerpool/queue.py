@@ -122,9 +122,6 @@ class Queue:
     def listen(self) -> None:
         self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
 
-    def notify(self) -> None:
-        self.conn.execute("SELECT pg_notify(%s, '')", (self.channel,))
-
     # -- the child's side -----------------------------------------------------
 
     def claim(self, token: str, limit: int, lease: float, queues: Sequence[str]) -> list[Job]:
