@@ -27,7 +27,7 @@ from workerpool import logs, tasks
 from workerpool.board import IDLE, STARTING, STOPPING, Board
 from workerpool.config import Config
 from workerpool.db import Backoff, connect, scrub
-from workerpool.memory import MIB, measure, rss_self
+from workerpool.memory import MIB, measure, over_soft_limit, rss_self
 from workerpool.queue import Job, Queue, Result, storable_text, to_jsonb
 from workerpool.tasks import JobTimeout, NonRetryableError
 
@@ -279,10 +279,7 @@ class Child:
             return
         uss, _, _ = measure(os.getpid())
         self.board.set("memory", uss)
-        born = self.board.get("born_memory")
-        # A child born over the limit is only replaced once it has grown by a quarter of
-        # the limit: its replacement would be born just as big (celery #4125).
-        if uss > max(limit_bytes, born + limit_bytes / 4):
+        if over_soft_limit(uss, int(self.board.get("born_memory")), limit):
             self.request_recycle("memory")
 
     def request_recycle(self, reason: str) -> None:

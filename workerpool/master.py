@@ -29,7 +29,7 @@ from workerpool import __version__, child, status
 from workerpool.board import Board
 from workerpool.config import EX_CONFIG, EX_OK, EX_SOFTWARE, Config
 from workerpool.db import Backoff, connect, scrub
-from workerpool.memory import MIB, measure, mib
+from workerpool.memory import MIB, measure, mib, over_soft_limit
 from workerpool.queue import Queue
 
 log = logging.getLogger("workerpool.master")
@@ -464,7 +464,7 @@ class Master:
                 soft
                 and not proc.retiring
                 and snap.jobs_done > 0
-                and proc.memory > max(soft * MIB, snap.born_memory + soft * MIB / 4)
+                and over_soft_limit(proc.memory, snap.born_memory, soft)
             ):
                 self.retire(proc, "memory")
             elif (

@@ -31,5 +31,15 @@ def measure(pid: int) -> tuple[int, int, str]:
         return rss, rss, "rss"
 
 
+def over_soft_limit(private: int, born: int, limit_mb: float) -> bool:
+    """Whether a child with `private` bytes (born with `born`) must be recycled for memory.
+
+    A child born over the limit is only replaced once it has grown by a quarter of the limit:
+    its replacement would be born just as big (celery #4125).
+    """
+    limit = limit_mb * MIB
+    return private > max(limit, born + limit / 4)
+
+
 def mib(n: float) -> float:
     return round(n / MIB, 1)
